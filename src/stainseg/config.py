@@ -1,0 +1,336 @@
+"""One configuration object for a run: experiment layout, ground truth, training, segmentation.
+
+Loaded from and saved to TOML; every model directory and every output folder keeps a copy,
+so that a result can be reproduced. Validation is strict: unknown keys, wrong types, missing
+required keys and impossible values are one-line :class:`StainsegError` naming key and file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from stainseg.errors import StainsegError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class ChannelsConfig:
+    """Which channel names (the ``channel`` field of the pattern) play which role."""
+
+    input: list[str] = field(default_factory=list)
+    """Network input channels, in order; each z-plane of a channel becomes one network input."""
+    nuclei: Optional[str] = None
+    """Nuclear stain used for the automatic labels."""
+    cytoplasm: Optional[str] = None
+    """Cytoplasmic / cell-body stain; required when ``objects = "cells"``."""
+
+
+@dataclass
+class EndpointConfig:
+    """Which image sets carry the stains (time-lapse: the last time point)."""
+
+    time: str = "last"
+    """``"last"`` (per site), or a value of the ``time`` field."""
+
+
+@dataclass
+class SplitConfig:
+    """Held-out image sets for testing; the rest train."""
+
+    test_sites: list[str] = field(default_factory=list)
+    """Values of the ``site`` field held out (compared as numbers when both are numeric)."""
+    test_wells: list[str] = field(default_factory=list)
+    """Values of the ``well`` field held out entirely (unseen wells)."""
+    test_fraction: float = 0.0
+    """When no sites/wells are named: fraction of end-point image sets held out at random (seeded)."""
+    seed: int = 0
+
+
+@dataclass
+class GroundTruthConfig:
+    """Automatic labels from the stains (METHOD.md section 1)."""
+
+    illumination: Literal["spline", "plate", "none"] = "spline"
+    """Per-image iterative spline background fit, one median function per channel over the plate, or none."""
+    spline_grid: int = 5
+    """Spline control points per image side for the background fit."""
+    spline_iterations: int = 5
+    nucleus_diameter: Optional[float] = None
+    """Typical nucleus diameter in px; estimated from the image when not given."""
+    min_area: Optional[int] = None
+    """Smallest nucleus area in px; default derived from the diameter."""
+    exclude_border: bool = False
+    """Drop objects touching the image border."""
+    cytoplasm_dilation: int = 5
+    """Diameter of the disk for grayscale dilation of the cytoplasm image (paper: 5)."""
+    qc_mad: float = 3.0
+    """Image sets beyond median +- this many MADs of the plate are excluded from training."""
+
+
+@dataclass
+class ModelConfig:
+    """Network architecture (METHOD.md section 3)."""
+
+    in_channels: int = 1
+    base_width: int = 8
+    """Feature maps of the first layer; doubles at every down-sampling."""
+    depth: int = 3
+    """Number of ConvPool down-samplings (and DeConv up-samplings)."""
+    residual_blocks: int = 4
+    """Residual blocks at the bottleneck."""
+    head: Literal["2class", "3class"] = "3class"
+    """2class = background/foreground (paper); 3class adds a boundary class for instance separation."""
+
+
+@dataclass
+class TrainConfig:
+    """Training (METHOD.md sections 2 and 4)."""
+
+    preset: Literal["fast", "paper"] = "fast"
+    iterations: Optional[int] = None
+    crop_size: Optional[int] = None
+    batch_size: Optional[int] = None
+    learning_rate: Optional[float] = None
+    foreground_factor: Union[float, Literal["auto"]] = "auto"
+    """Extra weight of foreground pixels; ``"auto"`` derives it from the foreground fraction (paper: 3)."""
+    validation_fraction: float = 0.15
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bfloat16: bool = True
+    """bfloat16 autocast on CPUs that support it (mixed precision on CUDA)."""
+    per_well: bool = False
+    """One model per well (the paper's recommendation against inter-well variation)."""
+    max_minutes: Optional[float] = None
+    """Stop training after this many minutes (the schedule is compressed to fit)."""
+
+
+@dataclass
+class SegmentConfig:
+    """Segmentation of new images (METHOD.md section 5)."""
+
+    tile_size: int = 240
+    two_pass: bool = True
+    """Second pass shifted by half a tile (the paper's scheme)."""
+    batch_size: int = 8
+    threshold: float = 0.5
+    min_size: Optional[int] = None
+    dilation: Optional[int] = None
+    """Side of the square dilation (9 cells, 3 nuclei when not given)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bfloat16: bool = True
+
+
+@dataclass
+class EvaluationConfig:
+    manual: Optional[str] = None
+    """Folder of manual masks (file stems matching image sets), for the 'mangt' comparison."""
+    manual_pattern: Optional[str] = None
+    """Regex with the pattern's named fields to pair manual masks with image sets (default: by stem)."""
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything a run needs. ``root``, ``pattern`` and ``channels.input`` are required."""
+
+    name: str = ""
+    root: str = ""
+    pattern: str = ""
+    objects: Literal["cells", "nuclei"] = "nuclei"
+    channels: ChannelsConfig = field(default_factory=ChannelsConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    groundtruth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    source: Optional[str] = None
+    """The file this was loaded from (not saved)."""
+
+    @property
+    def root_path(self) -> Path:
+        """``root`` resolved relative to the experiment file's folder."""
+        root = Path(self.root)
+        if not root.is_absolute() and self.source:
+            root = Path(self.source).parent / root
+        return root
+
+    def dilation(self) -> int:
+        """The post-segmentation dilation: configured, else 9 for cells and 3 for nuclei."""
+        if self.segment.dilation is not None:
+            return self.segment.dilation
+        return 9 if self.objects == "cells" else 3
+
+
+# --------------------------------------------------------------------------- validation
+
+_REQUIRED = {"root", "pattern"}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except StainsegError:
+                continue
+        raise StainsegError(f"key '{key}' must be {_type_name(tp)}, got {value!r}", where)
+    if origin is Literal:
+        if value in args:
+            return value
+        raise StainsegError(f"key '{key}' must be {_type_name(tp)}, got {value!r}", where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise StainsegError(f"key '{key}' must be {_type_name(tp)}, got {value!r}", where)
+        return [_coerce(v, args[0], key, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. time = 44 or site values given as numbers
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return _build(tp, value, where, prefix=key + ".")
+    raise StainsegError(f"key '{key}' must be {_type_name(tp)}, got {value!r}", where)
+
+
+def _build(cls: type, data: dict[str, Any], where: str, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    for key in data:
+        if key not in names:
+            close = [n for n in names if n.startswith(key[:3])]
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise StainsegError(f"unknown key '{prefix}{key}'{hint}; see docs/configuration.md for the keys", where)
+    kwargs = {k: _coerce(v, hints[k], prefix + k, where) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _check_values(cfg: ExperimentConfig, where: str) -> None:
+    def bad(key: str, why: str) -> StainsegError:
+        return StainsegError(f"key '{key}' {why}", where)
+
+    try:
+        rx = re.compile(cfg.pattern)
+    except re.error as exc:
+        raise bad("pattern", f"is not a valid regular expression ({exc})") from None
+    if cfg.pattern and "channel" not in rx.groupindex:
+        raise bad("pattern", "needs a named group (?P<channel>...) that says which channel a file holds")
+    if not cfg.channels.input:
+        raise bad("channels.input", "must list at least one network input channel")
+    if cfg.channels.nuclei is None:
+        raise bad("channels.nuclei", "is required: the nuclear stain channel that makes the labels")
+    if cfg.objects == "cells" and cfg.channels.cytoplasm is None:
+        raise bad("channels.cytoplasm", "is required when objects = \"cells\"")
+    if not 0.0 <= cfg.split.test_fraction < 1.0:
+        raise bad("split.test_fraction", "must be in [0, 1)")
+    if not 0.0 <= cfg.train.validation_fraction < 1.0:
+        raise bad("train.validation_fraction", "must be in [0, 1)")
+    if cfg.segment.tile_size < 16 or cfg.segment.tile_size % 8:
+        raise bad("segment.tile_size", "must be a multiple of 8 and at least 16")
+    if not 0.0 < cfg.segment.threshold < 1.0:
+        raise bad("segment.threshold", "must be between 0 and 1")
+    if cfg.segment.dilation is not None and (cfg.segment.dilation < 1 or cfg.segment.dilation % 2 == 0):
+        raise bad("segment.dilation", "must be an odd number >= 1 (1 = no dilation)")
+    for key in ("iterations", "crop_size", "batch_size"):
+        value = getattr(cfg.train, key)
+        if value is not None and value < 1:
+            raise bad(f"train.{key}", "must be >= 1")
+    if cfg.train.crop_size is not None and cfg.train.crop_size % 8:
+        raise bad("train.crop_size", "must be a multiple of 8")
+    if cfg.train.learning_rate is not None and cfg.train.learning_rate <= 0:
+        raise bad("train.learning_rate", "must be > 0")
+    if isinstance(cfg.train.foreground_factor, float) and cfg.train.foreground_factor <= 0:
+        raise bad("train.foreground_factor", "must be > 0 or \"auto\"")
+    if cfg.model.base_width < 1 or cfg.model.depth < 1 or cfg.model.residual_blocks < 0:
+        raise bad("model", "base_width and depth must be >= 1, residual_blocks >= 0")
+    if cfg.groundtruth.cytoplasm_dilation < 1:
+        raise bad("groundtruth.cytoplasm_dilation", "must be >= 1")
+    if cfg.groundtruth.nucleus_diameter is not None and cfg.groundtruth.nucleus_diameter <= 0:
+        raise bad("groundtruth.nucleus_diameter", "must be > 0")
+
+
+def config_from_dict(data: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a TOML-like dict."""
+    missing = sorted(k for k in _REQUIRED if k not in data)
+    if missing:
+        raise StainsegError(f"missing required key '{missing[0]}'; see docs/configuration.md", where)
+    cfg = _build(ExperimentConfig, data, where)
+    cfg.source = where if where != "<config>" else None
+    _check_values(cfg, where)
+    return cfg
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StainsegError("experiment file not found; check the path", path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise StainsegError(f"TOML syntax error ({exc}); fix the file", path) from None
+    except UnicodeDecodeError:
+        raise StainsegError("is not a UTF-8 text file; give an experiment TOML", path) from None
+    return config_from_dict(data, str(path.resolve()))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict of a config dataclass, ``None`` values dropped (TOML has no null)."""
+
+    def clean(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: clean(v) for k, v in obj.items() if v is not None and k != "source"}
+        if isinstance(obj, list):
+            return [clean(v) for v in obj]
+        return obj
+
+    return clean(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    """Write the config as TOML (atomically), with ``root`` made absolute so it works from anywhere."""
+    import tomli_w
+
+    from stainseg.io.atomic import write_text
+
+    data = config_to_dict(cfg)
+    data["root"] = str(cfg.root_path.resolve()) if cfg.root else ""
+    write_text(path, tomli_w.dumps(data))

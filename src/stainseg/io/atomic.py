@@ -1,0 +1,93 @@
+"""Write files so that a reader never sees a half-written one: temp file in the same folder, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from stainseg.errors import StainsegError
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StainsegError(f"cannot create output folder ({exc.strerror}); choose a writable -o folder", folder) from None
+    if not os.access(folder, os.W_OK):
+        raise StainsegError("output folder is not writable; choose another -o folder or fix its permissions", folder)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
+
+    If the body raises (or the process dies), ``path`` is untouched and the temporary
+    file is removed (or, after a kill, left as a hidden ``.tmp`` that readers ignore).
+
+    Examples
+    --------
+    >>> with atomic_path(out / "labels.tif") as tmp:  # doctest: +SKIP
+    ...     tifffile.imwrite(tmp, labels)
+    """
+    path = Path(path)
+    _check_writable(path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON atomically (numpy scalars and paths become plain values)."""
+    write_text(path, json.dumps(data, indent=2, default=_json_default, sort_keys=False) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in JSON")
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    """Write a list of dicts as CSV atomically; ``columns`` fixes the column order."""
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """Read a CSV written by :func:`write_csv` into a list of dicts (values are strings)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StainsegError("file not found; run the stage that writes it first", path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
