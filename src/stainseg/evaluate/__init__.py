@@ -1,0 +1,22 @@
+"""Evaluation (METHOD.md section 6): the paper's per-object F-score and Cellpose/StarDist-style AP at IoU."""
+
+from stainseg.evaluate.matching import (
+    evaluate_pair,
+    fscore_curve,
+    match_iou,
+    object_fscores,
+    overlap_table,
+    percent_above,
+)
+from stainseg.evaluate.stage import evaluate_arrays, evaluate_folders
+
+__all__ = [
+    "evaluate_arrays",
+    "evaluate_folders",
+    "evaluate_pair",
+    "fscore_curve",
+    "match_iou",
+    "object_fscores",
+    "overlap_table",
+    "percent_above",
+]

@@ -1,0 +1,334 @@
+"""The ``evaluate`` stage: score predicted label images against ground truth, write tables and plots.
+
+``stainseg evaluate --truth DIR --pred DIR -o OUT`` calls :func:`evaluate_folders`; a pipeline that
+holds the arrays in memory calls :func:`evaluate_arrays`. Both give the same dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from stainseg.errors import StainsegError
+from stainseg.evaluate import plots
+from stainseg.evaluate.matching import (
+    IOU_THRESHOLDS,
+    best_matches,
+    match_iou,
+    overlap_table,
+    pooled_scores,
+)
+from stainseg.io.atomic import write_csv, write_json
+from stainseg.io.images import PNG_SUFFIXES, TIFF_SUFFIXES, read_labels
+
+log = logging.getLogger(__name__)
+
+LABEL_SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES
+PER_OBJECT_COLUMNS = ("image", "group", "truth_label", "fscore", "best_pred_label", "iou")
+ALL_GROUP = "all"
+UNGROUPED = "ungrouped"
+
+GroupBy = None | str | Mapping[str, str] | Callable[[str], str]
+
+
+def label_stem(path: str | Path) -> str:
+    """File name without its image suffix (``a.ome.tif`` -> ``a``), the key that pairs files."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif") + LABEL_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def find_label_files(folder: str | Path) -> dict[str, Path]:
+    """Label images (TIFF / PNG) in ``folder`` by stem; a folder holding only ``labels/`` is entered.
+
+    Hidden files (half-written temporaries) are ignored. Two files with one stem are an error.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StainsegError("folder not found; give the folder of label images", folder)
+    found = _scan(folder)
+    if not found and (folder / "labels").is_dir():  # the -o folder of `segment` / `groundtruth`
+        found = _scan(folder / "labels")
+    return found
+
+
+def _scan(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or not path.name.lower().endswith(LABEL_SUFFIXES):
+            continue
+        stem = label_stem(path)
+        if stem in found:
+            raise StainsegError(f"two label files share the name {stem!r} ({found[stem].name} and {path.name}); "
+                                "keep one of them", folder)
+        found[stem] = path
+    return found
+
+
+def pair_label_files(truth_dir: str | Path, pred_dir: str | Path) -> tuple[dict[str, tuple[Path, Path]], dict[str, Any]]:
+    """Pair ground-truth and predicted label files by stem.
+
+    Returns
+    -------
+    pairs : dict
+        Stem to (truth path, prediction path), sorted by stem.
+    unpaired : dict
+        ``truth_only`` and ``pred_only`` counts and up to five ``*_examples`` each.
+
+    Raises
+    ------
+    StainsegError
+        A folder is missing or empty, or no file names match.
+    """
+    truth = find_label_files(truth_dir)
+    pred = find_label_files(pred_dir)
+    for folder, files in ((truth_dir, truth), (pred_dir, pred)):
+        if not files:
+            raise StainsegError("holds no label images (.tif, .tiff, .png); give the folder of label images", folder)
+    common = sorted(set(truth) & set(pred))
+    truth_only = sorted(set(truth) - set(pred))
+    pred_only = sorted(set(pred) - set(truth))
+    unpaired = {"truth_only": len(truth_only), "pred_only": len(pred_only),
+                "truth_only_examples": truth_only[:5], "pred_only_examples": pred_only[:5]}
+    if not common:
+        raise StainsegError(
+            f"no file names match between ground truth {truth_dir} (e.g. {truth_only[:2]}) and predictions "
+            f"{pred_dir} (e.g. {pred_only[:2]}); files are paired by name without suffix", pred_dir)
+    if truth_only or pred_only:
+        log.warning("evaluate: %d ground-truth files have no prediction (e.g. %s), %d predictions have no "
+                    "ground truth (e.g. %s); they are left out", len(truth_only), truth_only[:3],
+                    len(pred_only), pred_only[:3])
+    return {stem: (truth[stem], pred[stem]) for stem in common}, unpaired
+
+
+def image_groups(names: Iterable[str], group_by: GroupBy = None) -> dict[str, str]:
+    """The group (e.g. well or site) of each image, for per-group box plots and summaries.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Image names (file stems).
+    group_by : None, str, mapping or callable
+        None: one group ``'all'``. A mapping: name to group (missing names go to ``'ungrouped'``).
+        A callable: name -> group. A string: a regular expression searched in each name; the group
+        is its named groups joined by ``'_'`` (or the whole match), ``'ungrouped'`` when it fails,
+        e.g. ``r'_(?P<well>[A-P]\\d{2})_s'`` groups BBBC images by well.
+    """
+    names = list(names)
+    if group_by is None:
+        return {name: ALL_GROUP for name in names}
+    if isinstance(group_by, str):
+        try:
+            pattern = re.compile(group_by)
+        except re.error as exc:
+            raise StainsegError(f"group pattern {group_by!r} is not a valid regular expression ({exc})") from None
+
+        def lookup(name: str) -> str:
+            match = pattern.search(name)
+            if match is None:
+                return UNGROUPED
+            named = [v for v in match.groupdict().values() if v is not None]
+            return "_".join(named) if named else match.group(0)
+
+        return {name: lookup(name) for name in names}
+    if isinstance(group_by, Mapping):
+        return {name: str(group_by.get(name, UNGROUPED)) for name in names}
+    if callable(group_by):
+        return {name: str(group_by(name)) for name in names}
+    raise TypeError(f"group_by must be None, a pattern, a mapping or a callable, not {type(group_by).__name__}")
+
+
+def _check_pair(name: str, truth: np.ndarray, pred: np.ndarray, truth_path: Any = None, pred_path: Any = None) -> None:
+    if np.shape(truth) != np.shape(pred):
+        where = f"{truth_path} is {np.shape(truth)} but {pred_path} is {np.shape(pred)}" if truth_path else \
+            f"image {name!r}: ground truth is {np.shape(truth)} but prediction is {np.shape(pred)}"
+        raise StainsegError(f"shape mismatch: {where}; the prediction must be made from the same image as its "
+                            "ground truth")
+
+
+def _evaluate_items(
+    items: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    group_by: GroupBy,
+    fscore_threshold: float,
+    iou_thresholds: Iterable[float],
+    iou_threshold: float,
+) -> dict[str, Any]:
+    thresholds = np.asarray(list(iou_thresholds), dtype=np.float64)
+    images: dict[str, dict[str, Any]] = {}
+    fscores: dict[str, np.ndarray] = {}
+    sweeps: dict[str, dict[str, Any]] = {}
+    per_object: list[dict[str, Any]] = []
+    for name, truth, pred in items:
+        _check_pair(name, truth, pred)
+        table = overlap_table(truth, pred)
+        matches = best_matches(table)
+        sweep = match_iou(table, thresholds=thresholds)
+        fscores[name], sweeps[name] = matches.fscore, sweep
+        images[name] = pooled_scores([matches.fscore], [sweep], fscore_threshold, iou_threshold)
+        del images[name]["n_images"]
+        per_object.extend({"image": name, "truth_label": int(t), "fscore": float(f), "best_pred_label": int(p),
+                           "iou": float(i)}
+                          for t, f, p, i in zip(matches.truth_label, matches.fscore, matches.pred_label, matches.iou))
+    if not images:
+        raise StainsegError("no image pairs to evaluate; give at least one ground-truth / prediction pair")
+    groups_of = image_groups(images, group_by)
+    for name, record in images.items():
+        record["group"] = groups_of[name]
+    for row in per_object:
+        row["group"] = groups_of[row["image"]]
+    groups: dict[str, dict[str, Any]] = {}
+    for group in dict.fromkeys(groups_of.values()):
+        members = [n for n in images if groups_of[n] == group]
+        summary = pooled_scores([fscores[n] for n in members], [sweeps[n] for n in members],
+                                fscore_threshold, iou_threshold)
+        percents = np.array([images[n]["percent_f_above"] for n in members], dtype=float)
+        percents = percents[np.isfinite(percents)]
+        summary["images"] = members
+        summary["per_image_percent_f_above"] = (
+            {"min": float(percents.min()), "median": float(np.median(percents)), "max": float(percents.max())}
+            if percents.size else {"min": None, "median": None, "max": None})
+        del summary["iou_sweep"]
+        groups[group] = summary
+    overall = pooled_scores(fscores.values(), sweeps.values(), fscore_threshold, iou_threshold)
+    percents = np.array([r["percent_f_above"] for r in images.values()], dtype=float)
+    percents = percents[np.isfinite(percents)]
+    overall["per_image_percent_f_above"] = (
+        {"min": float(percents.min()), "median": float(np.median(percents)), "max": float(percents.max())}
+        if percents.size else {"min": None, "median": None, "max": None})
+    return {"overall": overall, "groups": groups, "images": images, "per_object": per_object,
+            "fscores": fscores}
+
+
+def evaluate_arrays(
+    pairs: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    group_by: GroupBy = None,
+    fscore_threshold: float = 0.6,
+    iou_thresholds: Iterable[float] = IOU_THRESHOLDS,
+    iou_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Score in-memory (truth, prediction) label images (METHOD section 6).
+
+    Parameters
+    ----------
+    pairs : mapping of str to (ndarray, ndarray)
+        Image name to (ground-truth labels, predicted labels) of the same shape.
+    group_by : None, str, mapping or callable
+        Image grouping for the per-group summaries and box plots (see :func:`image_groups`).
+    fscore_threshold, iou_thresholds, iou_threshold
+        As in :func:`stainseg.evaluate.matching.evaluate_pair`.
+
+    Returns
+    -------
+    dict
+        ``overall``: pooled over all objects of all images (F-score statistics of every object,
+        IoU counts summed, plus min / median / max of the per-image percentage); ``groups``: the same
+        per group, with its image names; ``images``: the scores of each image and its group;
+        ``per_object``: rows (image, group, truth_label, fscore, best_pred_label, iou);
+        ``fscores``: image name to its per-object F-score array.
+    """
+    return _evaluate_items(((name, np.asarray(t), np.asarray(p)) for name, (t, p) in pairs.items()),
+                           group_by, fscore_threshold, iou_thresholds, iou_threshold)
+
+
+def write_evaluation(result: Mapping[str, Any], out_dir: str | Path, name: str = "prediction",
+                     extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``metrics.json``, ``per_object.csv`` and the three plots of an evaluation result.
+
+    Parameters
+    ----------
+    result : dict
+        From :func:`evaluate_arrays`.
+    out_dir : str or Path
+        Output folder (created).
+    name : str
+        Curve name in the plots (e.g. ``'cpgt'`` or ``'mangt'`` selects the paper's colours).
+    extra : mapping, optional
+        More top-level entries for ``metrics.json`` (e.g. the input folders).
+    """
+    out = Path(out_dir)
+    overall, groups, images = result["overall"], result["groups"], result["images"]
+    metrics = {**(extra or {}), "n_images": len(images), "overall": overall, "groups": groups, "images": images}
+    paths = {"metrics": out / "metrics.json", "per_object": out / "per_object.csv"}
+    write_json(paths["metrics"], _json_ready(metrics))
+    write_csv(paths["per_object"], result["per_object"], PER_OBJECT_COLUMNS)
+    fscores = result["fscores"]
+    pooled = np.concatenate([np.asarray(f) for f in fscores.values()]) if fscores else np.zeros(0)
+    threshold = float(overall["fscore_threshold"])
+    paths["fscore_curve"] = plots.plot_fscore_curves(
+        {name: pooled}, out / "fscore_curve.png", per_image={name: list(fscores.values())}, headline=threshold,
+        title=f"{name}: objects at each F-score threshold ({len(images)} images)")
+    paths["boxplot"] = plots.plot_group_boxplot(
+        {group: [images[n]["percent_f_above"] for n in summary["images"]] for group, summary in groups.items()},
+        out / "boxplot.png", ylabel=f"% of objects with F-score ≥ {threshold:g} (per image)",
+        title=f"{name}: % of objects with F ≥ {threshold:g}, per image")
+    paths["ap_iou"] = plots.plot_ap_iou({name: overall["iou_sweep"]}, out / "ap_iou.png",
+                                        title=f"{name}: AP and F1 against the IoU threshold")
+    return paths
+
+
+def evaluate_folders(
+    truth_dir: str | Path,
+    pred_dir: str | Path,
+    out_dir: str | Path,
+    group_by: GroupBy = None,
+    fscore_threshold: float = 0.6,
+    iou_thresholds: Iterable[float] = IOU_THRESHOLDS,
+    iou_threshold: float = 0.5,
+    name: str = "prediction",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``stainseg evaluate --truth DIR --pred DIR -o OUT``: score every prediction against its ground truth.
+
+    Files are paired by name without suffix (ground truth may be BBBC039-style colour PNG masks or
+    TIFF labels; predictions TIFF). A folder that only holds ``labels/`` (the output of ``segment``
+    or ``groundtruth``) is entered. Writes ``OUT/metrics.json`` (overall, per group, per image,
+    unpaired files), ``OUT/per_object.csv`` and ``fscore_curve.png``, ``boxplot.png``, ``ap_iou.png``.
+
+    Returns
+    -------
+    dict
+        As :func:`evaluate_arrays`, plus ``unpaired`` and ``outputs`` (the written paths).
+
+    Raises
+    ------
+    StainsegError
+        Missing or empty folders, no matching names, unreadable files, or a shape mismatch (one line
+        naming both files).
+    """
+    pairs, unpaired = pair_label_files(truth_dir, pred_dir)
+
+    def items() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        from tqdm import tqdm
+
+        for stem, (truth_path, pred_path) in tqdm(pairs.items(), desc="evaluate", unit="image", disable=not progress):
+            truth, pred = read_labels(truth_path), read_labels(pred_path)
+            _check_pair(stem, truth, pred, truth_path, pred_path)
+            yield stem, truth, pred
+
+    result = _evaluate_items(items(), group_by, fscore_threshold, iou_thresholds, iou_threshold)
+    result["unpaired"] = unpaired
+    extra = {"truth_dir": str(truth_dir), "pred_dir": str(pred_dir), "unpaired": unpaired}
+    result["outputs"] = write_evaluation(result, out_dir, name=name, extra=extra)
+    return result
+
+
+def _json_ready(value: Any) -> Any:
+    """Plain JSON values: NaN / inf become null, numpy values become Python ones."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
