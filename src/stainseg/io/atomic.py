@@ -13,6 +13,10 @@ from typing import Any, Iterator, Sequence
 from stainseg.errors import StainsegError
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -43,6 +47,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
