@@ -70,8 +70,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     metrics = evaluate_folders(a.truth, a.pred, a.out)
     overall = metrics.get("overall", metrics)
-    print(f"{overall.get('n_truth', '?')} objects: {overall.get('percent_f_ge_0.6', float('nan')):.1f} % with F >= 0.6, "
-          f"F1@IoU0.5 = {overall.get('f1_iou50', float('nan')):.3f}; wrote {a.out}")
+    print(f"{overall['n_truth']} objects in {len(metrics['images'])} images: {overall['percent_f_above']:.1f} % with F >= 0.6, "
+          f"F1@IoU0.5 = {overall['f1']:.3f}, mean AP@0.5:0.95 = {overall['mean_ap']:.3f}; wrote {a.out}")
     return 0
 
 

@@ -136,8 +136,8 @@ class SegmentConfig:
 class EvaluationConfig:
     manual: Optional[str] = None
     """Folder of manual masks (file stems matching image sets), for the 'mangt' comparison."""
-    manual_pattern: Optional[str] = None
-    """Regex with the pattern's named fields to pair manual masks with image sets (default: by stem)."""
+    tracks: Optional[str] = None
+    """CSV of true tracks (well, site, time, label, track_id, parent_track_id) for the labels in ``manual``."""
 
 
 @dataclass

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from stainseg.config import ExperimentConfig
 
 
 def normalize(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -42,3 +47,24 @@ def normalize(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.nda
         scaled = np.clip((channel - lo) / (hi - lo), 0.0, 1.0)
         out[c] = scaled - np.median(scaled[:: max(1, channel.shape[0] // 512), :: max(1, channel.shape[1] // 512)])
     return out
+
+
+def prepare_input(stack: np.ndarray, cfg: "ExperimentConfig") -> np.ndarray:
+    """Network input from raw channels (METHOD 2.1, 2.3, 5.1): illumination correction of every plane, then :func:`normalize`.
+
+    The same function serves training and segmentation, so the two can never drift apart.
+
+    Parameters
+    ----------
+    stack : ndarray, shape (C, Y, X)
+        Raw input planes (every z-plane of every input channel), float.
+    cfg : ExperimentConfig
+        ``cfg.groundtruth.illumination`` ("spline" fits every plane; "plate" and "none" leave the
+        input as it is: a plate function is for the stains) and the spline settings.
+    """
+    from stainseg.groundtruth.illumination import correct_illumination
+
+    stack = np.asarray(stack, dtype=np.float32)
+    if cfg.groundtruth.illumination == "spline":
+        stack, _ = correct_illumination(stack, grid=cfg.groundtruth.spline_grid, iterations=cfg.groundtruth.spline_iterations)
+    return normalize(stack)

@@ -1,0 +1,37 @@
+"""What every run records so a result can be reproduced: versions, machine, config, seed."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from typing import Any
+
+from stainseg import __version__
+
+
+def versions() -> dict[str, str]:
+    """Versions of stainseg, Python and the libraries that shape results."""
+    out = {"stainseg": __version__, "python": sys.version.split()[0]}
+    for name in ("numpy", "scipy", "skimage", "torch", "tifffile", "zarr", "dask"):
+        try:
+            module = __import__(name)
+            out[name] = getattr(module, "__version__", "?")
+        except ImportError:
+            continue
+    return out
+
+
+def provenance(cfg: Any | None = None) -> dict[str, Any]:
+    """A dict for ``run.json``: time, machine, versions and (when given) the full config."""
+    from stainseg.config import config_to_dict
+
+    record: dict[str, Any] = {
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        "versions": versions(),
+    }
+    if cfg is not None:
+        record["config"] = config_to_dict(cfg)
+        record["seed"] = cfg.train.seed
+    return record
