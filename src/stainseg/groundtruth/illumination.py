@@ -1,0 +1,239 @@
+"""Illumination correction by iterative spline fitting of the background (METHOD.md 1.1, 2.1).
+
+CellProfiler's "Splines" method: fit a smooth tensor-product B-spline surface to the background of
+a down-sampled image, exclude the pixels that lie clearly above the fit (foreground), re-fit, and
+iterate. The first fit starts from the blocks below a log-Otsu threshold of the block medians, so that
+a large, evenly dim confluent patch is not taken for background. The image is divided by the
+fitted field, normalised to mean 1, so intensities keep their scale. The fit runs on block medians (about 64 x 64 of them), so a 2048 x 2048 image takes a
+fraction of a second; only the final evaluation touches every pixel.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+from scipy import interpolate
+
+from stainseg.errors import StainsegError
+from stainseg.io.images import as_float
+
+#: Target number of blocks per image side for the down-sampled fit.
+FIT_BLOCKS = 64
+
+
+def _as_plane(image: np.ndarray, what: str = "image") -> np.ndarray:
+    image = as_float(np.asarray(image))
+    if image.ndim != 2:
+        raise StainsegError(f"{what} must be one 2-D plane, got shape {image.shape}; correct each z-slice separately")
+    if min(image.shape) < 2:
+        raise StainsegError(f"{what} is only {image.shape[0]} x {image.shape[1]} pixels; too small for illumination correction")
+    return image
+
+
+def block_medians(image: np.ndarray, blocks: int = FIT_BLOCKS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Down-sample a plane to the median of square blocks.
+
+    Large blocks are first averaged 4 x 4 (cheap) and the median is taken of those means, which
+    keeps the median's robustness to foreground at a fraction of the cost.
+
+    Parameters
+    ----------
+    image : (Y, X) ndarray
+    blocks : int
+        About this many blocks along the shorter side.
+
+    Returns
+    -------
+    medians : (ny, nx) ndarray of float32
+    yc, xc : 1-D ndarrays
+        Block centres in pixel coordinates of ``image``.
+    """
+    image = _as_plane(image)
+    size = max(1, min(image.shape) // blocks)
+    ny, nx = image.shape[0] // size, image.shape[1] // size
+    crop = image[: ny * size, : nx * size]
+    pre = 4 if size >= 16 and size % 4 == 0 else 1
+    if pre > 1:
+        crop = crop.reshape(ny * size // pre, pre, nx * size // pre, pre).mean(axis=(1, 3), dtype=np.float32)
+    inner = size // pre
+    tiles = crop.reshape(ny, inner, nx, inner).transpose(0, 2, 1, 3).reshape(ny, nx, inner * inner)
+    medians = np.median(tiles, axis=-1).astype(np.float32)
+    yc = (np.arange(ny) + 0.5) * size - 0.5
+    xc = (np.arange(nx) + 0.5) * size - 0.5
+    return medians, yc, xc
+
+
+def _basis(coords: np.ndarray, length: int, grid: int) -> np.ndarray:
+    """Clamped cubic (or lower order) B-spline basis with ``grid`` functions over [-0.5, length - 0.5]."""
+    order = int(min(3, grid - 1))
+    n_inner = grid - order - 1
+    lo, hi = -0.5, length - 0.5
+    knots = np.concatenate([[lo] * (order + 1), np.linspace(lo, hi, n_inner + 2)[1:-1], [hi] * (order + 1)])
+    coords = np.clip(np.asarray(coords, np.float64), lo, hi - 1e-9)
+    return interpolate.BSpline.design_matrix(coords, knots, order).toarray()
+
+
+def _initial_background(values: np.ndarray, min_blocks: int) -> np.ndarray:
+    """Blocks to start the fit from: those below an Otsu threshold of the log block medians.
+
+    Without it, a large, evenly dim cell-covered region (a confluent patch) pulls the first fit up
+    and then hides among the "background". Falls back to all blocks when the split is not clear
+    (too few blocks below the threshold).
+    """
+    from skimage.filters import threshold_otsu
+
+    keep = np.ones(values.shape, bool)
+    positive = values[values > 0]
+    if positive.size < min_blocks or positive.min() == positive.max():
+        return keep
+    threshold = np.exp(threshold_otsu(np.log(positive)))
+    below = values <= threshold
+    return below if below.sum() >= max(min_blocks, values.size // 4) else keep
+
+
+def _fit_surface(values: np.ndarray, yc: np.ndarray, xc: np.ndarray, shape: tuple[int, int],
+                 grid: int, iterations: int, exclusion: float) -> np.ndarray:
+    """Iteratively fit a smooth tensor B-spline surface to the background of a block-median image.
+
+    Least squares on the blocks still counted as background; after each fit, blocks more than
+    ``exclusion`` robust standard deviations above it are excluded. The surface is evaluated on
+    the full pixel grid separably (``By @ C @ Bx.T``), which costs two thin matrix products.
+    """
+    by, bx = _basis(yc, shape[0], grid), _basis(xc, shape[1], grid)
+    design = (by[:, None, :, None] * bx[None, :, None, :]).reshape(yc.size * xc.size, grid * grid)
+    z = values.ravel().astype(np.float64)
+    keep = _initial_background(z, min_blocks=2 * grid * grid)
+    coef = None
+    for _ in range(max(1, iterations)):
+        if keep.sum() < 2 * grid * grid:  # too few background blocks left: keep the last fit
+            break
+        # normal equations with einsum: a 25 x 25 system; avoids multi-threaded BLAS start-up costs
+        rows = design[keep]
+        gram = np.einsum("pi,pj->ij", rows, rows) + 1e-9 * np.eye(grid * grid)
+        coef = np.linalg.solve(gram, np.einsum("pi,p->i", rows, z[keep]))
+        residual = z - np.einsum("pi,i->p", design, coef)
+        r_bg = residual[keep]
+        centre = np.median(r_bg)
+        scale = 1.4826 * np.median(np.abs(r_bg - centre))
+        if scale <= 0:
+            break
+        new_keep = residual <= centre + exclusion * scale  # foreground lies above the background fit
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    if coef is None:
+        return np.full(shape, float(np.median(z)), np.float32)
+    full_y = _basis(np.arange(shape[0]), shape[0], grid)
+    full_x = _basis(np.arange(shape[1]), shape[1], grid).astype(np.float32)
+    rows_y = np.einsum("yi,ij->yj", full_y, coef.reshape(grid, grid)).astype(np.float32)
+    surface = np.zeros(shape, np.float32)
+    for j in range(grid):
+        surface += rows_y[:, j, None] * full_x[None, :, j]
+    return surface
+
+
+def _normalise_field(surface: np.ndarray) -> np.ndarray:
+    """Scale a fitted surface to mean 1; a flat, zero or non-positive surface becomes all ones."""
+    surface = np.asarray(surface, np.float32)
+    mean = float(surface.mean())
+    if not np.isfinite(mean) or mean <= 0:
+        return np.ones(surface.shape, np.float32)
+    field = surface / mean
+    # a fit can dip towards zero at a corner with no background: never amplify by more than 10x
+    np.maximum(field, 0.1, out=field)
+    return field / field.mean()
+
+
+def background_field(image: np.ndarray, grid: int = 5, iterations: int = 5, exclusion: float = 2.0) -> np.ndarray:
+    """Fit the illumination field of one plane by iterative spline fitting of its background.
+
+    Parameters
+    ----------
+    image : (Y, X) ndarray
+        One plane (one channel, one z-slice). NaN or infinite pixels raise :class:`StainsegError`.
+    grid : int
+        Spline control points per image side (``GroundTruthConfig.spline_grid``).
+    iterations : int
+        Fit / exclude-foreground rounds (``GroundTruthConfig.spline_iterations``).
+    exclusion : float
+        Blocks more than this many robust standard deviations above the fit count as foreground.
+
+    Returns
+    -------
+    field : (Y, X) ndarray of float32
+        Multiplicative illumination field with mean 1.
+    """
+    if grid < 2:
+        raise StainsegError(f"spline_grid must be at least 2 (got {grid}); set groundtruth.spline_grid in the experiment file")
+    image = _as_plane(image)
+    medians, yc, xc = block_medians(image)
+    return _normalise_field(_fit_surface(medians, yc, xc, image.shape, grid, iterations, exclusion))
+
+
+def apply_field(image: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """Divide an image (2-D, or a stack of planes on the first axis) by an illumination field."""
+    image = as_float(np.asarray(image))
+    field = np.asarray(field, np.float32)
+    if image.shape[-2:] != field.shape:
+        raise StainsegError(f"illumination field has shape {field.shape} but the image has {image.shape[-2:]}; "
+                            "compute the field from images of the same size")
+    return image / field
+
+
+def correct_illumination(image: np.ndarray, grid: int = 5, iterations: int = 5,
+                         exclusion: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Correct one plane, or every plane of a (Z, Y, X) stack separately, by spline background fitting.
+
+    Returns
+    -------
+    corrected : ndarray of float32, same shape as ``image``
+        ``image / field``.
+    field : ndarray of float32
+        The field(s), mean 1 per plane; same shape as ``image``.
+    """
+    image = as_float(np.asarray(image))
+    if image.ndim == 2:
+        field = background_field(image, grid, iterations, exclusion)
+        return image / field, field
+    if image.ndim == 3:
+        fields = np.stack([background_field(plane, grid, iterations, exclusion) for plane in image])
+        return image / fields, fields
+    raise StainsegError(f"expected a 2-D plane or a (Z, Y, X) stack, got shape {image.shape}")
+
+
+def plate_illumination(images: Iterable[np.ndarray], grid: int = 5, iterations: int = 5,
+                       exclusion: float = 2.0) -> np.ndarray:
+    """One illumination function for a channel from many images (CellProfiler's "All" images mode).
+
+    Each image is reduced to block medians (so any number of images fits in memory), each is
+    scaled to median 1 so bright images do not dominate, the per-block median over all images is
+    taken, and the spline background fit of :func:`background_field` smooths it.
+
+    Parameters
+    ----------
+    images : iterable of (Y, X) ndarrays
+        Planes of one channel (and one z-level), all the same shape.
+
+    Returns
+    -------
+    field : (Y, X) ndarray of float32, mean 1
+        Divide every image of the channel by it (:func:`apply_field`).
+    """
+    reduced = []
+    shape = None
+    yc = xc = None
+    for i, image in enumerate(images):
+        image = _as_plane(image, f"image {i}")
+        if shape is None:
+            shape = image.shape
+        elif image.shape != shape:
+            raise StainsegError(f"image {i} has shape {image.shape} but the first has {shape}; "
+                                "a plate illumination function needs images of one size")
+        medians, yc, xc = block_medians(image)
+        level = float(np.median(medians))
+        reduced.append(medians / level if level > 0 else medians)
+    if not reduced:
+        raise StainsegError("no images given for the plate illumination function; check the channel name and pattern")
+    combined = np.median(np.stack(reduced), axis=0)
+    return _normalise_field(_fit_surface(combined, yc, xc, shape, grid, iterations, exclusion))
