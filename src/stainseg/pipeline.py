@@ -1,0 +1,314 @@
+"""`stainseg run` and `stainseg demo`: every stage in order, each skipped when its outputs are complete.
+
+OUT/groundtruth → OUT/model (or OUT/model/<well>) → OUT/segmentation → OUT/evaluation → OUT/tracking
+→ OUT/report.html, with OUT/run.json collecting config, versions, timings and the headline figures.
+A stage is complete when its ``DONE.json`` exists; a killed run restarts at the first incomplete
+stage, and inside a stage completed image sets (and training checkpoints) are reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from stainseg.config import ExperimentConfig, load_config, save_config
+from stainseg.errors import StainsegError
+from stainseg.io.atomic import read_csv, write_csv, write_json
+from stainseg.io.images import read_labels
+from stainseg.io.layout import ImageSet, endpoint_sets, is_test, scan, same_value
+from stainseg.provenance import provenance
+
+
+@dataclass
+class RunResult:
+    out: Path
+    figures: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def text(self) -> str:
+        lines = [f"run finished in {sum(self.timings.values()):.0f} s; report: {self.out / 'report.html'}"]
+        for key, value in self.figures.items():
+            if isinstance(value, float):
+                value = f"{value:.3f}" if value <= 1.0 else f"{value:.1f}"
+            lines.append(f"  {key}: {value}")
+        return "\n".join(lines)
+
+
+def _stage(out: Path, name: str, force: bool, timings: dict[str, float], func: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run one stage into OUT/name unless its DONE.json says it is complete; return its record."""
+    folder = out / name
+    done = folder / "DONE.json"
+    if done.exists() and not force:
+        record = json.loads(done.read_text())
+        timings[name] = 0.0
+        print(f"[{name}] complete, skipped (use --force to redo)", flush=True)
+        return record
+    print(f"[{name}] ...", flush=True)
+    t0 = time.time()
+    record = func(folder) or {}
+    timings[name] = time.time() - t0
+    record["seconds"] = round(timings[name], 2)
+    write_json(done, record)
+    return record
+
+
+def _sets_by_name(cfg: ExperimentConfig) -> dict[str, ImageSet]:
+    return {s.name: s for s in scan(cfg).image_sets}
+
+
+def _manual_file(cfg: ExperimentConfig, iset: ImageSet) -> Path | None:
+    """The manual mask of an image set: a file in [evaluation] manual whose stem is the set's name or a source file's stem."""
+    if not cfg.evaluation.manual:
+        return None
+    folder = Path(cfg.evaluation.manual)
+    if not folder.is_absolute() and cfg.source:
+        folder = Path(cfg.source).parent / folder
+    if not folder.is_dir():
+        raise StainsegError("[evaluation] manual folder not found; fix the path (relative to the experiment file)", folder)
+    stems = {iset.name} | {p.name.split(".")[0] for files in iset.channels.values() for p in files}
+    for path in sorted(folder.iterdir()):
+        if path.name.split(".")[0] in stems and path.suffix.lower() in (".tif", ".tiff", ".png"):
+            return path
+    return None
+
+
+def _train_stage(cfg: ExperimentConfig, gt: Path) -> Callable[[Path], dict[str, Any]]:
+    def run(folder: Path) -> dict[str, Any]:
+        from stainseg.train.stage import run_training
+
+        if not cfg.train.per_well:
+            history = run_training(cfg, folder, labels_dir=gt, resume=True)
+            return {"models": {"all": str(folder)}, "final": history}
+        wells = sorted({r.get("well", "") for r in read_csv(gt / "index.csv")})
+        models = {}
+        for well in wells:
+            history = run_training(cfg, folder / well, labels_dir=gt, resume=True, wells=[well])
+            models[well] = str(folder / well)
+        return {"models": models, "final": history}
+
+    return run
+
+
+def _segment_stage(cfg: ExperimentConfig, models: dict[str, str]) -> Callable[[Path], dict[str, Any]]:
+    def run(folder: Path) -> dict[str, Any]:
+        from stainseg.segment.stage import segment_experiment
+
+        sets = scan(cfg).image_sets
+        rows, failed = [], []
+        for key, model in models.items():
+            chosen = [s.name for s in sets if key == "all" or same_value(s.fields.get("well", ""), key)]
+            result = segment_experiment(model, cfg, folder / ("" if key == "all" else key), resume=True, only=chosen)
+            rows += result.rows
+            failed += result.failed
+        if len(models) > 1:  # one table for the whole plate
+            _merge_tables(folder, list(models))
+        return {"images": len(rows), "cells": sum(int(r["cells"]) for r in rows), "failed": [list(f) for f in failed]}
+
+    return run
+
+
+def _merge_tables(folder: Path, wells: list[str]) -> None:
+    for name in ("cells.csv", "index.csv"):
+        rows: list[dict[str, Any]] = []
+        for well in wells:
+            if (folder / well / name).exists():
+                rows += read_csv(folder / well / name)
+        write_csv(folder / name, rows)
+    (folder / "labels").mkdir(exist_ok=True)
+    for well in wells:
+        for path in (folder / well / "labels").glob("*.tif"):
+            target = folder / "labels" / path.name
+            if not target.exists():
+                target.symlink_to(path.resolve())
+
+
+def _label_path(seg: Path, name: str) -> Path:
+    return seg / "labels" / f"{name}.tif"
+
+
+def _evaluate_stage(cfg: ExperimentConfig, gt: Path, seg: Path) -> Callable[[Path], dict[str, Any]]:
+    def run(folder: Path) -> dict[str, Any]:
+        from stainseg.evaluate.stage import evaluate_arrays, write_evaluation
+
+        sets = _sets_by_name(cfg)
+        ends = {s.name for s in endpoint_sets(cfg, list(sets.values()))}
+        test = [s for s in sets.values() if is_test(cfg, s) and _label_path(seg, s.name).exists()]
+        if not test:
+            test = [s for s in sets.values() if s.name in ends and _label_path(seg, s.name).exists()]
+            print("[evaluation] no held-out image sets: scoring the training end points (optimistic)", flush=True)
+        group = {s.name: "_".join(f"{s.fields[k]}" for k in ("well", "site") if k in s.fields) or s.name for s in test}
+        figures: dict[str, Any] = {}
+        cp_pairs = {s.name: (read_labels(gt / "labels" / f"{s.name}.tif"), read_labels(_label_path(seg, s.name)))
+                    for s in test if s.name in ends and (gt / "labels" / f"{s.name}.tif").exists()}
+        if cp_pairs:
+            res = evaluate_arrays(cp_pairs, group_by=group)
+            write_evaluation(res, folder / "cpgt", name="cpgt")
+            figures["cpgt"] = _headline(res)
+        man_pairs = {}
+        for s in test:
+            path = _manual_file(cfg, s)
+            if path is not None:
+                man_pairs[s.name] = (read_labels(path), read_labels(_label_path(seg, s.name)))
+        if man_pairs:
+            res = evaluate_arrays(man_pairs, group_by=group)
+            write_evaluation(res, folder / "mangt", name="mangt")
+            figures["mangt"] = _headline(res)
+            # the automatic labels themselves against the manual truth: what the network learned from
+            auto = {n: (read_labels(_manual_file(cfg, sets[n])), read_labels(gt / "labels" / f"{n}.tif"))
+                    for n in man_pairs if (gt / "labels" / f"{n}.tif").exists()}
+            if auto:
+                res = evaluate_arrays(auto, group_by=group)
+                write_evaluation(res, folder / "auto_vs_mangt", name="automatic labels")
+                figures["automatic_labels_vs_mangt"] = _headline(res)
+        if not figures:
+            raise StainsegError("nothing to evaluate: no held-out image set has both a segmentation and ground truth")
+        return figures
+
+    return run
+
+
+def _headline(res: dict[str, Any]) -> dict[str, Any]:
+    o = res["overall"]
+    return {"images": len(res["images"]), "objects": o["n_truth"], "percent_f_ge_0.6": o["percent_f_above"],
+            "median_f": o["median_f"], "f1_iou50": o["f1"], "precision_iou50": o["precision"],
+            "recall_iou50": o["recall"], "mean_ap": o["mean_ap"], "per_image": o.get("per_image_percent_f_above")}
+
+
+def _tracking_stage(cfg: ExperimentConfig, seg: Path) -> Callable[[Path], dict[str, Any]]:
+    def run(folder: Path) -> dict[str, Any]:
+        from stainseg.tracking import endpoint_identity, link_accuracy, track_frames
+
+        sets = list(_sets_by_name(cfg).values())
+        positions: dict[tuple, list[ImageSet]] = {}
+        for s in sets:
+            if "time" in s.fields and _label_path(seg, s.name).exists():
+                positions.setdefault(tuple((k, v) for k, v in s.fields.items() if k != "time"), []).append(s)
+        if not positions:
+            return {"tracked_positions": 0, "note": "no time field in the pattern: nothing to track"}
+        truth_tracks = _read_true_tracks(cfg)
+        all_rows, accs = [], []
+        for pos, group in positions.items():
+            group.sort(key=lambda s: float(s.fields["time"]) if s.fields["time"].replace(".", "").isdigit() else s.fields["time"])
+            frames = [read_labels(_label_path(seg, s.name)) for s in group]
+            rows = track_frames(frames)
+            ident = endpoint_identity(rows)
+            prefix = "_".join(v for _, v in pos)
+            for r in rows:
+                s = group[r["frame"]]
+                all_rows.append({**dict(pos), "time": s.fields["time"], "image": s.name, "label": r["label"],
+                                 "track_id": f"{prefix}:{r['track_id']}", "parent_track_id": f"{prefix}:{r['parent_track_id']}" if r["parent_track_id"] else "",
+                                 "endpoint_label": ident.get(r["track_id"], 0), "y": r["y"], "x": r["x"]})
+            if truth_tracks is not None and cfg.evaluation.manual:
+                key = dict(pos)
+                truth = {(i, int(t["label"])): (int(t["track_id"]), int(t["parent_track_id"] or 0))
+                         for i, s in enumerate(group) for t in truth_tracks
+                         if all(same_value(t.get(k, ""), v) for k, v in key.items()) and same_value(t["time"], s.fields["time"])}
+                manual = [_manual_file(cfg, s) for s in group]
+                if truth and all(manual):
+                    acc = link_accuracy([read_labels(p) for p in manual], truth, frames, rows)
+                    accs.append({**key, **acc})
+        write_csv(folder / "tracks.csv", all_rows)
+        _add_tracks_to_cells(seg, all_rows)
+        record: dict[str, Any] = {"tracked_positions": len(positions), "tracks": len({r["track_id"] for r in all_rows}),
+                                  "divisions": len({r["track_id"] for r in all_rows if r["parent_track_id"]})}
+        if accs:
+            links = sum(a["links"] for a in accs)
+            record["link_accuracy"] = sum(a["correct"] for a in accs) / links if links else float("nan")
+            record["per_position"] = accs
+        return record
+
+    return run
+
+
+def _read_true_tracks(cfg: ExperimentConfig) -> list[dict[str, str]] | None:
+    if not cfg.evaluation.tracks:
+        return None
+    path = Path(cfg.evaluation.tracks)
+    if not path.is_absolute() and cfg.source:
+        path = Path(cfg.source).parent / path
+    return read_csv(path)
+
+
+def _add_tracks_to_cells(seg: Path, tracks: list[dict[str, Any]]) -> None:
+    """Add track_id and endpoint_label columns to OUT/segmentation/cells.csv."""
+    cells_path = seg / "cells.csv"
+    if not cells_path.exists():
+        return
+    by_cell = {(t["image"], str(t["label"])): t for t in tracks}
+    rows = read_csv(cells_path)
+    for r in rows:
+        t = by_cell.get((r["image"], r["label"]), {})
+        r["track_id"] = t.get("track_id", "")
+        r["endpoint_label"] = t.get("endpoint_label", "")
+    write_csv(cells_path, rows)
+
+
+def run_experiment(cfg: ExperimentConfig, out: str | Path, force: bool = False) -> RunResult:
+    """Everything for one experiment: labels, QC, training, segmentation, evaluation, tracking, report."""
+    from stainseg.groundtruth.stage import run_groundtruth
+    from stainseg.report.html import write_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.toml")
+    timings: dict[str, float] = {}
+    gt_rec = _stage(out, "groundtruth", force, timings,
+                    lambda f: {"text": run_groundtruth(cfg, f, preview=True, force=force).text()})
+    train_rec = _stage(out, "model", force, timings, _train_stage(cfg, out / "groundtruth"))
+    seg_rec = _stage(out, "segmentation", force, timings, _segment_stage(cfg, train_rec["models"]))
+    eval_rec = _stage(out, "evaluation", force, timings, _evaluate_stage(cfg, out / "groundtruth", out / "segmentation"))
+    track_rec = _stage(out, "tracking", force, timings, _tracking_stage(cfg, out / "segmentation"))
+    figures = _figures(gt_rec, train_rec, seg_rec, eval_rec, track_rec)
+    t0 = time.time()
+    write_report(out, cfg, figures, timings)
+    timings["report"] = time.time() - t0
+    write_json(out / "run.json", {"stage": "run", **provenance(cfg), "timings_s": {k: round(v, 2) for k, v in timings.items()},
+                                  "figures": figures, "stages": {"groundtruth": gt_rec, "model": train_rec, "segmentation": seg_rec,
+                                                                  "evaluation": eval_rec, "tracking": track_rec}})
+    return RunResult(out=out, figures=figures, timings=timings)
+
+
+def _figures(gt_rec: dict, train_rec: dict, seg_rec: dict, eval_rec: dict, track_rec: dict) -> dict[str, Any]:
+    figures: dict[str, Any] = {"segmented_images": seg_rec.get("images"), "segmented_cells": seg_rec.get("cells")}
+    for key in ("cpgt", "mangt", "automatic_labels_vs_mangt"):
+        if key in eval_rec:
+            figures[f"{key} % F>=0.6"] = eval_rec[key]["percent_f_ge_0.6"]
+            figures[f"{key} F1@IoU0.5"] = eval_rec[key]["f1_iou50"]
+    if "link_accuracy" in track_rec:
+        figures["tracking link accuracy"] = track_rec["link_accuracy"]
+    return figures
+
+
+def demo_config(folder: Path, size: int = 256, sites: int = 3, times: int = 6, seed: int = 0) -> ExperimentConfig:
+    """Write the demo's synthetic experiment (if absent) and return its config, scored against its true labels."""
+    from stainseg.synth import generate_experiment
+
+    toml = folder / "experiment.toml"
+    if not toml.exists():
+        generate_experiment(folder, wells=1, sites=sites, times=times, size=size, seed=seed, preview=True)
+    cfg = load_config(toml)
+    cfg.evaluation.manual = str((folder / "truth" / "cells").resolve())
+    cfg.evaluation.tracks = str((folder / "truth" / "tracks.csv").resolve())
+    return cfg
+
+
+def run_demo(out: str | Path, force: bool = False) -> RunResult:
+    """`run` on a synthetic experiment made on the fly (a few minutes on a 2-core laptop)."""
+    out = Path(out)
+    cfg = demo_config(out / "experiment")
+    return run_experiment(cfg, out, force=force)
+
+
+def read_tracks(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a tracks.csv."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+__all__ = ["run_experiment", "run_demo", "demo_config", "RunResult", "read_tracks", "np"]

@@ -1,0 +1,197 @@
+"""OUT/report.html: one self-contained page (images embedded) that a biologist can read without running anything."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stainseg.config import ExperimentConfig
+from stainseg.io.atomic import read_csv, write_text
+from stainseg.io.images import read_labels
+from stainseg.io.layout import ImageSet, is_test, scan
+from stainseg.report import figures
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
+th{background:#f4f4f4}tr.excluded td{background:#fde2e2}td.l,th.l{text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:4px 0}.fig{display:inline-block;vertical-align:top;margin-right:1em}
+.big{font-size:1.25em;font-weight:600}.note{color:#666;font-size:.9em}
+"""
+
+
+def _img(data: bytes, alt: str, mime: str = "image/png") -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{base64.b64encode(data).decode()}">'
+
+
+def _img_file(path: Path, alt: str) -> str:
+    if not path.exists():
+        return f'<p class="note">({html.escape(alt)}: not available)</p>'
+    return _img(path.read_bytes(), alt)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], row_class: Any = None, limit: int = 60) -> str:
+    head = "".join(f'<th class="{"l" if i == 0 else ""}">{html.escape(c)}</th>' for i, c in enumerate(columns))
+    body = []
+    for r in rows[:limit]:
+        cls = row_class(r) if row_class else ""
+        cells = "".join(f'<td class="{"l" if i == 0 or c == "reason" else ""}">{html.escape(_fmt(r.get(c, "")))}</td>' for i, c in enumerate(columns))
+        body.append(f'<tr class="{cls}">{cells}</tr>')
+    more = f'<p class="note">… {len(rows) - limit} more rows in the CSV</p>' if len(rows) > limit else ""
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>{more}"
+
+
+def _fmt(value: Any) -> str:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if str(value).isdigit():
+        return str(value)
+    return f"{f:.3g}" if abs(f) < 1000 else f"{f:.0f}"
+
+
+def _run_section(cfg: ExperimentConfig, figures_: dict[str, Any], timings: dict[str, float]) -> str:
+    rows = [("experiment", cfg.name or cfg.source), ("objects", cfg.objects), ("network input", ", ".join(cfg.channels.input)),
+            ("labels from", ", ".join(c for c in (cfg.channels.nuclei, cfg.channels.cytoplasm if cfg.objects == "cells" else None) if c)),
+            ("held-out", ", ".join(filter(None, [f"sites {cfg.split.test_sites}" if cfg.split.test_sites else "",
+                                                 f"wells {cfg.split.test_wells}" if cfg.split.test_wells else "",
+                                                 f"{cfg.split.test_fraction:.0%} at random" if cfg.split.test_fraction else ""])) or "none"),
+            ("training preset", cfg.train.preset), ("dilation after segmentation", f"{cfg.dilation()} × {cfg.dilation()}")]
+    rows += [(f"time: {k}", f"{v:.1f} s") for k, v in timings.items()]
+    table = "".join(f'<tr><th class="l">{html.escape(str(k))}</th><td class="l">{html.escape(str(v))}</td></tr>' for k, v in rows)
+    figs = "".join(f'<tr><th class="l">{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>' for k, v in figures_.items())
+    return f"<h2>What was run</h2><table>{table}</table><h2>Headline figures</h2><table>{figs}</table>" \
+           '<p class="note">% F&ge;0.6: share of reference cells whose best-matching segmented cell has Dice (the paper\'s F-score) ' \
+           "of at least 0.6 (paper, Fig. 2). F1@IoU0.5: one-to-one matching at IoU &ge; 0.5 (as in Cellpose / StarDist papers). " \
+           "cpgt = against automatic labels of held-out sites; mangt = against manual / true labels.</p>"
+
+
+def _qc_section(out: Path) -> str:
+    qc_path = out / "groundtruth" / "qc.csv"
+    if not qc_path.exists():
+        return ""
+    rows = read_csv(qc_path)
+    cols = list(rows[0]) if rows else []
+    excluded = [r for r in rows if r.get("exclude") == "True"]
+    previews = sorted((out / "groundtruth" / "previews").glob("*.png"))[:3]
+    pics = "".join(f'<div class="fig">{_img_file(p, p.stem)}<br><span class="note">{html.escape(p.stem)}</span></div>' for p in previews)
+    return ("<h2>Automatic labels and their quality control</h2>"
+            f"<p>{len(rows)} end-point image sets labelled from the stains; <b>{len(excluded)}</b> excluded from training by QC "
+            "(outside median &plusmn; MADs of the plate; reason in the last column).</p>"
+            + _table(rows, cols, row_class=lambda r: "excluded" if r.get("exclude") == "True" else "")
+            + f"<p>Outlines of the automatic labels over the stain:</p>{pics}")
+
+
+def _training_section(out: Path) -> str:
+    pics = sorted((out / "model").glob("**/history.png"))
+    if not pics:
+        return ""
+    parts = []
+    for p in pics:
+        summary = p.parent / "summary.txt"
+        text = f"<pre class='note'>{html.escape(summary.read_text()[:1500])}</pre>" if summary.exists() else ""
+        parts.append(f'<div class="fig">{_img_file(p, "training curves")}{text}</div>')
+    return "<h2>Training</h2><p>Loss and validation score during training (model directory: <code>model/</code>).</p>" + "".join(parts)
+
+
+def _evaluation_section(out: Path) -> str:
+    from stainseg.evaluate.plots import plot_ap_iou, plot_fscore_curves
+
+    ev = out / "evaluation"
+    kinds = [k for k in ("cpgt", "mangt", "auto_vs_mangt") if (ev / k / "metrics.json").exists()]
+    if not kinds:
+        return ""
+    curves, sweeps, rows = {}, {}, []
+    for k in kinds:
+        metrics = json.loads((ev / k / "metrics.json").read_text())
+        per_obj = read_csv(ev / k / "per_object.csv")
+        name = {"auto_vs_mangt": "automatic labels vs mangt"}.get(k, f"network vs {k}")
+        curves[name] = np.array([float(r["fscore"]) for r in per_obj])
+        sweeps[name] = metrics["overall"]["iou_sweep"]
+        o = metrics["overall"]
+        pi = o.get("per_image_percent_f_above") or {}
+        rows.append({"comparison": name, "images": metrics["n_images"], "objects": o["n_truth"], "% F>=0.6": o["percent_f_above"],
+                     "per-image min": pi.get("min"), "median": pi.get("median"), "max": pi.get("max"),
+                     "F1@IoU0.5": o["f1"], "precision": o["precision"], "recall": o["recall"], "mean AP 0.5:0.95": o["mean_ap"]})
+    tmp = ev / "combined"
+    curve_png = plot_fscore_curves(curves, tmp / "fscore_curves.png", title="% of cells with F-score ≥ t (paper Fig. 2)")
+    ap_png = plot_ap_iou(sweeps, tmp / "ap_iou.png", title="AP and F1 against the IoU threshold")
+    boxes = "".join(f'<div class="fig">{_img_file(ev / k / "boxplot.png", k + " box plot")}</div>' for k in kinds)
+    return ("<h2>Accuracy on held-out sites</h2>" + _table(rows, list(rows[0]))
+            + f'<div class="fig">{_img_file(curve_png, "F-score curves")}</div><div class="fig">{_img_file(ap_png, "AP over IoU")}</div>'
+            + "<p>Per-image distribution (box plots over the images of each site / well):</p>" + boxes)
+
+
+def _segmentation_section(out: Path, cfg: ExperimentConfig, sets: dict[str, ImageSet]) -> str:
+    seg = out / "segmentation"
+    index = read_csv(seg / "index.csv") if (seg / "index.csv").exists() else []
+    if not index:
+        return ""
+    names = [r["name"] for r in index]
+    test = [n for n in names if n in sets and is_test(cfg, sets[n])] or names
+    chosen = test[:: max(1, len(test) // 3)][:3]
+    items = []
+    for n in chosen:
+        image = sets[n].load(cfg.channels.input[0])
+        plane = image[len(image) // 2]
+        items.append((n, plane, read_labels(seg / "labels" / f"{n}.tif")))
+    panel = figures.overlay_panel(items, f"Segmentation over the label-free input ({cfg.channels.input[0]}, middle plane)")
+    return (f"<h2>Segmentation of the label-free images</h2><p>{len(index)} images segmented, "
+            f"{sum(int(r['cells']) for r in index)} cells (table: <code>segmentation/cells.csv</code>).</p>{_img(panel, 'segmentation overlays')}")
+
+
+def _tracking_section(out: Path, cfg: ExperimentConfig, sets: dict[str, ImageSet]) -> str:
+    tracks_csv = out / "tracking" / "tracks.csv"
+    if not tracks_csv.exists():
+        return ""
+    tracks = read_csv(tracks_csv)
+    if not tracks:
+        return ""
+    done = json.loads((out / "tracking" / "DONE.json").read_text()) if (out / "tracking" / "DONE.json").exists() else {}
+    by_image: dict[str, dict[int, str]] = {}
+    for r in tracks:
+        by_image.setdefault(r["image"], {})[int(r["label"])] = r["track_id"]
+    # the animation: the first held-out position, in time order
+    pos_of = {n: tuple((k, v) for k, v in sets[n].fields.items() if k != "time") for n in by_image if n in sets}
+    positions = sorted(set(pos_of.values()))
+    held = [p for p in positions if any(is_test(cfg, sets[n]) for n in by_image if pos_of.get(n) == p)]
+    pos = (held or positions)[0]
+    names = sorted((n for n in by_image if pos_of.get(n) == pos), key=lambda n: float(sets[n].fields["time"]))
+    frames = [sets[n].load(cfg.channels.input[0])[len(sets[n].files(cfg.channels.input[0])) // 2] for n in names]
+    labels = [read_labels(out / "segmentation" / "labels" / f"{n}.tif") for n in names]
+    gif = figures.track_animation(frames, labels, [by_image[n] for n in names], out / "tracking" / "animation.gif")
+    # counts over time per well
+    series: dict[str, dict[float, int]] = {}
+    for r in read_csv(out / "segmentation" / "index.csv"):
+        if r["name"] in sets and "time" in sets[r["name"]].fields:
+            f = sets[r["name"]].fields
+            per = series.setdefault(f.get("well", "all"), {})
+            per[float(f["time"])] = per.get(float(f["time"]), 0) + int(r["cells"])
+    counts = figures.counts_over_time({w: (sorted(d), [d[t] for t in sorted(d)]) for w, d in series.items()})
+    acc = done.get("link_accuracy")
+    acc_text = f" Tracking link accuracy against the true tracks: <span class='big'>{acc:.1%}</span>." if isinstance(acc, float) else ""
+    return (f"<h2>Following cells through the time-lapse</h2><p>{done.get('tracks', '?')} tracks, {done.get('divisions', '?')} "
+            f"from divisions; each cell carries the label of the stained end-point cell it becomes (<code>tracking/tracks.csv</code>).{acc_text}</p>"
+            f'<div class="fig">{_img(gif, "tracked time-lapse", "image/gif")}<br><span class="note">{html.escape(" ".join(v for _, v in pos))}: '
+            f"outlines coloured and numbered by track</span></div><div class=\"fig\">{_img(counts, 'cell counts over time')}</div>")
+
+
+def write_report(out: str | Path, cfg: ExperimentConfig, figures_: dict[str, Any], timings: dict[str, float]) -> Path:
+    """Assemble OUT/report.html from the outputs of the run's stages (sections missing outputs are left out)."""
+    out = Path(out)
+    sets = {s.name: s for s in scan(cfg).image_sets}
+    body = [f"<h1>stainseg report: {html.escape(cfg.name or Path(cfg.source or 'experiment').stem)}</h1>",
+            '<p class="note">Cells segmented in label-free images by a network trained only on labels made automatically from '
+            "end-point stains (Sadanandan et al., Sci. Rep. 2017). Every figure below was computed by this run.</p>",
+            _run_section(cfg, figures_, timings), _qc_section(out), _training_section(out), _evaluation_section(out),
+            _segmentation_section(out, cfg, sets), _tracking_section(out, cfg, sets)]
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>stainseg report</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
+    write_text(out / "report.html", page)
+    return out / "report.html"

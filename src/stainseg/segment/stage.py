@@ -1,0 +1,230 @@
+"""`stainseg segment`: a model directory applied to image files or to every image set of an experiment.
+
+Outputs: ``OUT/labels/<name>.tif``, ``OUT/cells.csv`` (one row per cell), ``OUT/index.csv``
+(experiment mode), optional ``OUT/probability/`` and ``OUT/uncertainty/``, ``OUT/run.json``.
+A per-image failure is recorded and the others still finish; ``--resume`` skips images whose
+label file and record are complete. One process writes an OUT at a time (a lock file).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from stainseg.errors import StainsegError
+from stainseg.io.atomic import read_csv, write_csv, write_json
+from stainseg.io.images import read_image, write_image, write_labels
+from stainseg.io.lock import folder_lock
+from stainseg.parallel import map_tasks
+from stainseg.provenance import provenance
+
+_MODELS: dict[str, Any] = {}  # one loaded model per worker process, keyed by model dir
+
+
+@dataclass
+class SegmentResult:
+    out: Path
+    rows: list[dict[str, Any]]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def text(self) -> str:
+        cells = sum(int(r["cells"]) for r in self.rows)
+        lines = [f"segmented {len(self.rows)} images ({cells} cells) in {self.seconds:.1f} s; wrote {self.out}"]
+        lines += [f"failed: {name}: {why}" for name, why in self.failed]
+        return "\n".join(lines)
+
+
+def _loaded(model_dir: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The model, its config and meta, loaded once per process; the predictor is built with it."""
+    if model_dir not in _MODELS:
+        from stainseg.modeldir import load_model
+        from stainseg.segment.predictor import TorchPredictor
+
+        model, cfg, meta = load_model(model_dir)
+        predictor = TorchPredictor(model, device=cfg.segment.device, bfloat16=cfg.segment.bfloat16)
+        _MODELS[model_dir] = (predictor, cfg, meta)
+    return _MODELS[model_dir]
+
+
+def load_meta(model_dir: str | Path) -> dict[str, Any]:
+    """model.json of a model directory, after checking that the whole folder loads (one-line error if not)."""
+    from stainseg.modeldir import load_model
+
+    return load_model(model_dir)[2]
+
+
+def as_channels_first(image: np.ndarray, n_channels: int, path: str | Path) -> np.ndarray:
+    """Arrange a file's array as (C, Y, X) for a model with ``n_channels`` inputs, or fail in one line."""
+    image = np.squeeze(image)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim == 3 and image.shape[0] != n_channels and image.shape[-1] == n_channels and n_channels <= 4:
+        image = np.moveaxis(image, -1, 0)
+    if image.ndim != 3 or image.shape[0] != n_channels:
+        got = 1 if image.ndim == 2 else (image.shape[0] if image.ndim == 3 else f"shape {image.shape}")
+        raise StainsegError(f"image has {got} channel(s)/plane(s) but the model expects {n_channels}; give a stack with the model's input channels in order (see MODEL/model.json)", path)
+    if min(image.shape[1:]) < 2:
+        raise StainsegError(f"image is only {image.shape[1]} x {image.shape[2]} pixels; too small to segment", path)
+    return image
+
+
+def segment_array(stack: np.ndarray, predictor: Any, cfg: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """Pre-process, tiled inference and instances for one (C, Y, X) raw stack.
+
+    Returns ``labels``, ``probability`` (K, Y, X), ``uncertainty`` (Y, X) and timings.
+    """
+    from stainseg.preprocess import prepare_input
+    from stainseg.segment.instances import probability_to_labels
+    from stainseg.segment.tiling import predict_tiled
+
+    t0 = time.perf_counter()
+    x = prepare_input(stack, cfg)
+    t1 = time.perf_counter()
+    prob, unc = predict_tiled(x, predictor, tile_size=cfg.segment.tile_size, two_pass=cfg.segment.two_pass,
+                              batch_size=cfg.segment.batch_size, uncertainty=cfg.segment.two_pass)
+    t2 = time.perf_counter()
+    labels = probability_to_labels(prob, threshold=cfg.segment.threshold, min_size=cfg.segment.min_size, dilation=cfg.dilation())
+    t3 = time.perf_counter()
+    return {"labels": labels, "probability": prob, "uncertainty": unc,
+            "timings": {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}}
+
+
+def cell_table(name: str, labels: np.ndarray, stack: np.ndarray, channel_names: Sequence[str], uncertainty: np.ndarray | None) -> list[dict[str, Any]]:
+    """One row per cell: image, label, area, centroid, mean raw intensity per input channel, mean uncertainty."""
+    from skimage.measure import regionprops_table
+
+    if not labels.any():
+        return []
+    intensity = np.moveaxis(stack, 0, -1)
+    if uncertainty is not None:
+        intensity = np.concatenate([intensity, uncertainty[..., None]], axis=-1)
+    props = regionprops_table(labels, intensity_image=intensity, properties=("label", "area", "centroid", "intensity_mean"))
+    rows = []
+    for i in range(len(props["label"])):
+        row: dict[str, Any] = {"image": name, "label": int(props["label"][i]), "area": int(props["area"][i]),
+                               "centroid_y": round(float(props["centroid-0"][i]), 2), "centroid_x": round(float(props["centroid-1"][i]), 2)}
+        for c, ch in enumerate(channel_names):
+            row[f"mean_{ch}"] = round(float(props[f"intensity_mean-{c}"][i]), 3)
+        if uncertainty is not None:
+            row["uncertainty"] = round(float(props[f"intensity_mean-{len(channel_names)}"][i]), 4)
+        rows.append(row)
+    return rows
+
+
+def _segment_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Segment one image or image set (runs in a worker; reads and writes its own files)."""
+    out = Path(task["out"])
+    name = task["name"]
+    label_path, record_path = out / "labels" / f"{name}.tif", out / "records" / f"{name}.json"
+    if task["resume"] and label_path.exists() and record_path.exists():
+        return json.loads(record_path.read_text())
+    predictor, cfg, meta = _loaded(task["model"])
+    n_in = int(meta["in_channels"])
+    if task.get("channels"):
+        from stainseg.io.layout import ImageSet
+
+        iset = ImageSet(fields=task["fields"], channels={k: [Path(p) for p in v] for k, v in task["channels"].items()})
+        stack = iset.load_stack(meta["input_channels"])
+        if stack.shape[0] != n_in:
+            raise StainsegError(f"image set {name} has {stack.shape[0]} input planes but the model expects {n_in}; check the z-planes of {meta['input_channels']}")
+        sources = [str(p) for ch in meta["input_channels"] for p in iset.files(ch)]
+    else:
+        from stainseg.io.images import as_float
+
+        raw = read_image(task["path"])
+        stack = as_channels_first(as_float(raw, task["path"]), n_in, task["path"])
+        sources = [task["path"]]
+    result = segment_array(stack, predictor, cfg, meta)
+    labels = result["labels"]
+    if task["save_probability"]:
+        write_image(out / "probability" / f"{name}.tif", result["probability"].astype(np.float32))
+    if task["save_uncertainty"] and result["uncertainty"] is not None:
+        write_image(out / "uncertainty" / f"{name}.tif", result["uncertainty"].astype(np.float32))
+    names = meta.get("training", {}).get("plane_names") or [f"in{c}" for c in range(stack.shape[0])]
+    cells = cell_table(name, labels, stack, names, result["uncertainty"])
+    write_csv(out / "records" / f"{name}.csv", cells, columns=list(cells[0]) if cells else ["image", "label"])
+    write_labels(label_path, labels)
+    record = {"name": name, **task.get("fields", {}), "cells": int(np.count_nonzero(np.unique(labels))),
+              "label_file": str(label_path), "sources": ";".join(sources), "shape": "x".join(map(str, labels.shape)),
+              **{k: round(v, 4) for k, v in result["timings"].items()}}
+    write_json(record_path, record)
+    return record
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    stems = [p.name.split(".")[0] for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{p.parent.name}_{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
+
+
+def _run(model_dir: Path, tasks: list[dict[str, Any]], names: list[str], out: Path, extra: dict[str, Any],
+         workers: int, scheduler: str | None, output_format: str) -> SegmentResult:
+    t0 = time.time()
+    meta = load_meta(model_dir)  # fails early, in one line, on a broken model dir
+    with folder_lock(out, "stainseg segment"):
+        for sub in ("labels", "records"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        result = map_tasks(_segment_task, tasks, names, workers=workers, scheduler=scheduler, desc="segment")
+        rows = [r for r in result.results if r is not None]
+        cells: list[dict[str, Any]] = []
+        for r in rows:
+            cells += read_csv(out / "records" / f"{r['name']}.csv")
+        write_csv(out / "cells.csv", cells, columns=list(cells[0]) if cells else ["image", "label", "area", "centroid_y", "centroid_x"])
+        write_csv(out / "index.csv", rows)
+        if output_format == "ome-zarr":
+            from stainseg.io.omezarr import write_plate_labels
+
+            write_plate_labels(out / "labels.ome.zarr", rows)
+        seconds = time.time() - t0
+        write_json(out / "run.json", {"stage": "segment", "model": str(model_dir), "model_meta": meta, **provenance(),
+                                      **extra, "seconds": round(seconds, 2), "images": len(tasks), "completed": len(rows),
+                                      "failed": [{"image": n, "error": e} for n, e in result.failed]})
+    return SegmentResult(out=out, rows=rows, failed=result.failed, seconds=seconds)
+
+
+def _base_task(model_dir: Path, out: Path, name: str, save_probability: bool, save_uncertainty: bool, resume: bool) -> dict[str, Any]:
+    return {"model": str(model_dir.resolve()), "out": str(out.resolve()), "name": name, "resume": resume,
+            "save_probability": save_probability, "save_uncertainty": save_uncertainty}
+
+
+def segment_files(model_dir: str | Path, images: Sequence[str | Path], out: str | Path, save_probability: bool = False,
+                  save_uncertainty: bool = False, resume: bool = False, workers: int = 0, scheduler: str | None = None,
+                  output_format: str = "tiff") -> SegmentResult:
+    """Segment plain image files; each file is one image set (2-D, or a stack of the model's input channels)."""
+    model_dir, out = Path(model_dir), Path(out)
+    paths = [Path(p) for p in images]
+    names = _unique_names(paths)
+    tasks = [{**_base_task(model_dir, out, n, save_probability, save_uncertainty, resume), "path": str(p.resolve())} for p, n in zip(paths, names)]
+    return _run(model_dir, tasks, names, out, {"inputs": [str(p) for p in paths]}, workers, scheduler, output_format)
+
+
+def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out: str | Path, save_probability: bool = False,
+                       save_uncertainty: bool = False, resume: bool = False, workers: int = 0, scheduler: str | None = None,
+                       output_format: str = "tiff", only: Sequence[str] | None = None) -> SegmentResult:
+    """Segment every image set (every time point of every site) of an experiment with a model.
+
+    ``experiment`` is a TOML path or a loaded :class:`~stainseg.config.ExperimentConfig`;
+    ``only`` restricts to image sets with these names.
+    """
+    from stainseg.config import ExperimentConfig, load_config
+    from stainseg.io.layout import scan
+    model_dir, out = Path(model_dir), Path(out)
+    cfg = experiment if isinstance(experiment, ExperimentConfig) else load_config(experiment)
+    meta = load_meta(model_dir)
+    sets = scan(cfg).image_sets
+    if only is not None:
+        wanted = set(only)
+        sets = [s for s in sets if s.name in wanted]
+    sets = [s for s in sets if all(ch in s.channels for ch in meta["input_channels"])]
+    if not sets:
+        raise StainsegError(f"no image set has the model's input channels {meta['input_channels']}; check [channels] input", cfg.source)
+    tasks = [{**_base_task(model_dir, out, s.name, save_probability, save_uncertainty, resume), "fields": s.fields,
+              "channels": {k: [str(p) for p in v] for k, v in s.channels.items()}} for s in sets]
+    return _run(model_dir, tasks, [s.name for s in sets], out, {"experiment": cfg.source}, workers, scheduler, output_format)

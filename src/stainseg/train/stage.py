@@ -1,0 +1,95 @@
+"""`stainseg train`: automatic labels (made now, or reused) + the input channels of the training sites → a model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from stainseg.config import ExperimentConfig
+from stainseg.errors import StainsegError
+from stainseg.io.atomic import write_text
+from stainseg.io.images import read_labels
+from stainseg.io.layout import endpoint_sets, same_value, scan
+
+
+def training_data(cfg: ExperimentConfig, labels_dir: Path, wells: Sequence[str] | None = None) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
+    """Prepared inputs and automatic labels of the training end points (QC-excluded and test sets left out).
+
+    Returns ``(images, labels, facts)``; ``facts`` records which image sets were used and why others were not.
+    """
+    from stainseg.groundtruth.stage import read_index
+    from stainseg.preprocess import prepare_input
+
+    index = read_index(labels_dir)
+    sets = {s.name: s for s in endpoint_sets(cfg, scan(cfg).image_sets)}
+    used, skipped = [], []
+    images, labels = [], []
+    for row in index:
+        name = row["image_set"]
+        if row.get("split") == "test":
+            continue
+        if wells is not None and not any(same_value(row.get("well", ""), w) for w in wells):
+            continue
+        if row.get("exclude") == "True":
+            skipped.append(f"{name}: {row.get('reason', 'QC')}")
+            continue
+        if name not in sets:
+            skipped.append(f"{name}: no longer found under the experiment root")
+            continue
+        label = read_labels(labels_dir / "labels" / f"{name}.tif")
+        if not label.any():
+            skipped.append(f"{name}: no objects in the automatic labels")
+            continue
+        stack = sets[name].load_stack(cfg.channels.input)
+        if stack.shape[1:] != label.shape:
+            raise StainsegError(f"input shape {stack.shape[1:]} differs from its label image {label.shape}; labels and images must come from the same experiment",
+                                labels_dir / "labels" / f"{name}.tif")
+        images.append(prepare_input(stack, cfg))
+        labels.append(label)
+        used.append(name)
+    if not images:
+        why = f" ({skipped[0]})" if skipped else ""
+        raise StainsegError(f"no training image sets left{why}; check [split], the QC table (qc.csv) and the labels", labels_dir)
+    channels = [images[0].shape[0]]
+    if any(im.shape[0] != channels[0] for im in images):
+        raise StainsegError("image sets differ in their number of input planes; check that every input channel has the same z-planes everywhere", labels_dir)
+    facts = {"training_image_sets": used, "skipped_image_sets": skipped, "qc_excluded": sum(1 for r in index if r.get("exclude") == "True")}
+    return images, labels, facts
+
+
+def input_channel_names(cfg: ExperimentConfig, labels_dir: Path) -> list[str]:
+    """One name per network input plane, e.g. ``BF[z=0]``, ``BF[z=1]`` …, for model.json."""
+    sets = endpoint_sets(cfg, scan(cfg).image_sets)
+    names = []
+    for ch in cfg.channels.input:
+        zs = sets[0].z_values.get(ch, [""])
+        names += [f"{ch}[z={z}]" if z else ch for z in zs]
+    return names
+
+
+def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path | None = None, resume: bool = False,
+                 wells: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Make (or reuse) automatic labels, then train; ``out`` becomes a complete model directory.
+
+    Returns the last row of the training history.
+    """
+    from stainseg.groundtruth.stage import run_groundtruth
+    from stainseg.train.loop import train
+
+    out = Path(out)
+    if labels_dir is None:
+        labels_dir = out / "groundtruth"
+        summary = run_groundtruth(cfg, labels_dir, progress=progress)
+        print(summary.text(), flush=True)
+    labels_dir = Path(labels_dir)
+    images, labels, facts = training_data(cfg, labels_dir, wells)
+    facts["labels_dir"] = str(labels_dir.resolve())
+    facts["plane_names"] = input_channel_names(cfg, labels_dir)
+    history = train(images, labels, cfg, out, resume=resume, progress=progress,
+                    extra={"input_channels": list(cfg.channels.input), **facts})
+    qc = labels_dir / "qc.csv"
+    if qc.exists():
+        write_text(out / "labels_qc.csv", qc.read_text())
+    return dict(history[-1]) if history else {}
