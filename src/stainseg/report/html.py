@@ -96,7 +96,8 @@ def _training_section(out: Path) -> str:
     parts = []
     for p in pics:
         summary = p.parent / "summary.txt"
-        text = f"<pre class='note'>{html.escape(summary.read_text()[:1500])}</pre>" if summary.exists() else ""
+        head = "\n".join(summary.read_text().splitlines()[:6]) if summary.exists() else ""
+        text = f"<pre class='note'>{html.escape(head)}</pre>" if head else ""
         parts.append(f'<div class="fig">{_img_file(p, "training curves")}{text}</div>')
     return "<h2>Training</h2><p>Loss and validation score during training (model directory: <code>model/</code>).</p>" + "".join(parts)
 
@@ -112,7 +113,7 @@ def _evaluation_section(out: Path) -> str:
     for k in kinds:
         metrics = json.loads((ev / k / "metrics.json").read_text())
         per_obj = read_csv(ev / k / "per_object.csv")
-        name = {"auto_vs_mangt": "automatic labels vs mangt"}.get(k, f"network vs {k}")
+        name = {"auto_vs_mangt": "automatic labels vs manual"}.get(k, f"network vs {k}")
         curves[name] = np.array([float(r["fscore"]) for r in per_obj])
         sweeps[name] = metrics["overall"]["iou_sweep"]
         o = metrics["overall"]

@@ -1,0 +1,107 @@
+"""`stainseg run` end to end on a small synthetic experiment; resume after a kill; the report in a real browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stainseg.cli import main
+from stainseg.io.atomic import read_csv
+from stainseg.pipeline import demo_config, run_experiment
+from stainseg.synth import generate_experiment
+
+
+def _small_config(folder: Path):
+    generate_experiment(folder, wells=1, sites=2, times=3, size=192, seed=2)
+    cfg = demo_config(folder)
+    cfg.train.iterations = 30
+    cfg.train.checkpoint_every = 10
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("run")
+    cfg = _small_config(base / "experiment")
+    run_experiment(cfg, base / "out")
+    return base / "out"
+
+
+def test_every_stage_wrote_its_outputs(run_dir: Path) -> None:
+    for stage in ("groundtruth", "model", "segmentation", "evaluation", "tracking"):
+        assert (run_dir / stage / "DONE.json").exists(), stage
+    assert len(list((run_dir / "segmentation" / "labels").glob("*.tif"))) == 6  # 2 sites x 3 time points
+    cells = read_csv(run_dir / "segmentation" / "cells.csv")
+    assert cells and {"track_id", "endpoint_label", "area", "uncertainty"} <= set(cells[0])
+    tracks = read_csv(run_dir / "tracking" / "tracks.csv")
+    assert {"well", "site", "time", "label", "track_id", "parent_track_id", "endpoint_label"} <= set(tracks[0])
+    record = json.loads((run_dir / "run.json").read_text())
+    assert {"config", "versions", "timings_s", "figures"} <= set(record)
+    assert "mangt % F>=0.6" in record["figures"] and "tracking link accuracy" in record["figures"]
+    assert (run_dir / "evaluation" / "mangt" / "metrics.json").exists()
+
+
+def test_report_is_self_contained(run_dir: Path) -> None:
+    page = (run_dir / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 6 and "data:image/gif;base64," in page
+    assert 'src="http' not in page and "src='http" not in page
+    for heading in ("What was run", "quality control", "Training", "Accuracy on held-out sites", "Following cells"):
+        assert heading in page
+
+
+def test_rerun_skips_complete_stages(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "out"
+    shutil.copytree(run_dir, copy)
+    before = (copy / "model" / "model.pt").read_bytes()
+    shutil.rmtree(copy / "tracking")  # as if killed during tracking
+    (copy / "segmentation" / "DONE.json").unlink()  # ... and segmentation had not been marked done
+    cfg = demo_config(run_dir.parent / "experiment")
+    cfg.train.iterations = 30
+    cfg.train.checkpoint_every = 10
+    result = run_experiment(cfg, copy)
+    assert (copy / "model" / "model.pt").read_bytes() == before
+    assert result.timings["model"] == 0.0 and result.timings["groundtruth"] == 0.0
+    assert result.figures["tracking link accuracy"] == pytest.approx(json.loads((run_dir / "run.json").read_text())["figures"]["tracking link accuracy"])
+
+
+CHECK_IMAGES = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute('data-images', ok + '/' + imgs.length);
+});
+</script>"""
+
+
+def test_report_renders_in_chromium(run_dir: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (CI installs Debian's chromium)")
+    page = tmp_path / "report.html"
+    page.write_text((run_dir / "report.html").read_text().replace("</body>", CHECK_IMAGES + "</body>"))
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-images="' in dom
+    ok, total = dom.split('data-images="')[1].split('"')[0].split("/")
+    assert int(total) >= 7 and ok == total, f"{ok} of {total} figures rendered"
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + ["--window-size=1200,3000", f"--screenshot={shot}", (run_dir / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+    colourful = np.abs(pixels[..., 0] - pixels[..., 2]) > 60  # plot lines, label outlines: not grey text
+    assert pixels.shape[0] >= 2000 and colourful.mean() > 0.002
+
+
+def test_cli_run_bad_experiment(tmp_path: Path, capsys) -> None:
+    (tmp_path / "x.toml").write_text("root = 'nowhere'\npattern = '(?P<channel>a)'\n[channels]\ninput=['a']\nnuclei='a'\n")
+    assert main(["run", str(tmp_path / "x.toml"), "-o", str(tmp_path / "o")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
