@@ -1,0 +1,287 @@
+"""Segmentation speed: our optimised pipeline vs the naive baseline, measured in one run.
+
+Default mode: one 2048 x 2048 x 3 uint16 TIFF (blobs on a textured, unevenly lit background),
+a StainNet with random weights (``ModelConfig(in_channels=3)``), end to end
+(read TIFF → illumination + normalisation → two-pass 240-px tiled inference → labels → write
+TIFF), timed per stage, against the naive baseline (same pre/post-processing, one float32
+whole-image forward with no optimisation). Post-processing is also timed on a realistic
+probability map with ~1000 touching cells (a random network's output is not realistic).
+
+``--big``: a 16384 x 16384 single-channel uint16 zarr, segmented block-wise: probabilities
+to a zarr in row bands, then instance labels in row bands with overlap (see
+:func:`stainseg.segment.instances.labels_blockwise`), with the peak RSS reported (``resource.getrusage``).
+
+Usage::
+
+    .venv/bin/python benchmarks/segment_speed.py [--repeat 3] [--compile]
+    .venv/bin/python benchmarks/segment_speed.py --big [--big-size 16384] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from stainseg.config import ExperimentConfig, ModelConfig
+from stainseg.io.images import read_image, write_labels
+from stainseg.preprocess import normalize, prepare_input
+from stainseg.segment.instances import labels_blockwise, probability_to_labels
+from stainseg.segment.predictor import TorchPredictor, cpu_supports_bf16, predict_whole_naive
+from stainseg.segment.tiling import predict_tiled
+from stainseg.train.model import StainNet
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, in GB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def synthetic_cells(shape: tuple[int, int], n_cells: int, seed: int = 0, radius=(8.0, 15.0)) -> np.ndarray:
+    """Touching round-ish cells as a label image (Voronoi split of overlapping disks)."""
+    rng = np.random.default_rng(seed)
+    centres = (rng.random((n_cells, 2)) * np.array(shape)).astype(int)
+    radii = rng.uniform(*radius, n_cells)
+    seeds = np.zeros(shape, np.int32)
+    seeds[centres[:, 0], centres[:, 1]] = np.arange(1, n_cells + 1)
+    dist, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+    owner = seeds[iy, ix]
+    return np.where(dist < np.r_[0, radii][owner], owner, 0).astype(np.int32)
+
+
+def synthetic_image(cells: np.ndarray, channels: int, seed: int = 0) -> np.ndarray:
+    """uint16 (C, Y, X): cell bodies with texture on a textured, vignetted background."""
+    rng = np.random.default_rng(seed)
+    shape = cells.shape
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    vignette = 1.0 - 0.4 * (((yy - shape[0] / 2) / shape[0]) ** 2 + ((xx - shape[1] / 2) / shape[1]) ** 2)
+    fg = (cells > 0).astype(np.float32)
+    edges = (ndi.morphological_gradient(cells, size=3) > 0).astype(np.float32)
+    out = []
+    for c in range(channels):
+        texture = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 2 + c)
+        body = ndi.gaussian_filter(fg, 1.0 + c) * (0.6 + 0.3 * texture) + 0.5 * edges * (c == 0)
+        plane = 2000 * vignette * (1.0 + 0.8 * body + 0.1 * texture) + rng.normal(0, 30, shape)
+        out.append(np.clip(plane, 0, 65535).astype(np.uint16))
+    return np.stack(out)
+
+
+def realistic_probability(cells: np.ndarray) -> np.ndarray:
+    """A 3-class map (background, interior, boundary) as a trained network would give."""
+    fg = ndi.gaussian_filter((cells > 0).astype(np.float32), 1.5)
+    edge = ndi.morphological_gradient(cells, size=3) > 0
+    boundary = np.minimum(ndi.gaussian_filter(edge.astype(np.float32), 1.0) * 2, 1) * fg
+    return np.stack([1 - fg, np.clip(fg - boundary, 0, 1), boundary])
+
+
+def random_model(in_channels: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return StainNet(ModelConfig(in_channels=in_channels)).eval()
+
+
+def _timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - t0
+
+
+def end_to_end(path: Path, out: Path, cfg: ExperimentConfig, infer) -> dict[str, float]:
+    """Read → prepare_input → ``infer(x) -> prob`` → labels → write; seconds per stage."""
+    t = {}
+    raw, t["read"] = _timed(read_image, path)
+    x, t["preprocess"] = _timed(prepare_input, raw.astype(np.float32), cfg)
+    prob, t["inference"] = _timed(infer, x)
+    labels, t["postprocess"] = _timed(probability_to_labels, prob, cfg.segment.threshold, None, cfg.dilation())
+    _, t["write"] = _timed(write_labels, out, labels)
+    t["total"] = sum(t.values())
+    t["objects"] = int(labels.max())
+    return t
+
+
+def _fmt(t: dict[str, float]) -> str:
+    keys = ("read", "preprocess", "inference", "postprocess", "write")
+    return " · ".join(f"{k} {t[k]:.2f}" for k in keys) + f" · total {t['total']:.2f} s"
+
+
+def run_default(args) -> None:
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="segspeed-"))
+    work.mkdir(parents=True, exist_ok=True)
+    size = args.size
+    cells = synthetic_cells((size, size), n_cells=int(1000 * (size / 2048) ** 2))
+    image = synthetic_image(cells, 3)
+    path = work / "image.tif"
+    import tifffile
+
+    tifffile.imwrite(path, image, photometric="minisblack")
+    cfg = ExperimentConfig(objects="nuclei")
+    model = random_model(3)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, native bf16: {cpu_supports_bf16()}, "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    print(f"image {size} x {size} x 3 uint16, {int(cells.max())} synthetic cells; model StainNet random weights, "
+          f"tiles {cfg.segment.tile_size} two-pass, batch {cfg.segment.batch_size}")
+
+    ours = TorchPredictor(model, device="cpu", bfloat16=True, compile=args.compile)
+    if args.compile:
+        tiles = np.zeros((cfg.segment.batch_size, 3, cfg.segment.tile_size, cfg.segment.tile_size), np.float32)
+        _, warm = _timed(ours, tiles)
+        print(f"torch.compile warm-up {warm:.1f} s (once per process)")
+    ours(np.zeros((cfg.segment.batch_size, 3, cfg.segment.tile_size, cfg.segment.tile_size), np.float32))
+
+    def tiled(x):
+        return predict_tiled(x, ours, tile_size=cfg.segment.tile_size, two_pass=True, batch_size=cfg.segment.batch_size)[0]
+
+    whole_fast = TorchPredictor(model, device="cpu", bfloat16=True)
+
+    def whole_optimised(x):
+        return whole_fast(x[None])[0]
+
+    def naive(x):
+        return predict_whole_naive(model, x)
+
+    runs = {"ours: two-pass tiled (" + ours.describe() + ", BN folded" + (", compiled" if args.compile else "") + ")": tiled,
+            "ours: whole image (" + whole_fast.describe() + ", BN folded)": whole_optimised,
+            "naive baseline: whole image float32, no optimisation": naive}
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(args.repeat):
+        for name, infer in runs.items():
+            t = end_to_end(path, work / "labels.tif", cfg, infer)
+            if name not in best or t["total"] < best[name]["total"]:
+                best[name] = t
+    print(f"\nend to end, best of {args.repeat} (seconds):")
+    for name, t in best.items():
+        print(f"  {name}\n      {_fmt(t)}  [{t['objects']} objects]")
+    base = next(v for k, v in best.items() if k.startswith("naive"))["total"]
+    for name, t in best.items():
+        if not name.startswith("naive"):
+            print(f"ratio naive / ours ({name.split('(')[0].strip()}): {base / t['total']:.2f}x")
+
+    prob = realistic_probability(cells)
+    for dilation in (3, 9):
+        times = []
+        for _ in range(args.repeat):
+            labels, dt = _timed(probability_to_labels, prob, 0.5, None, dilation)
+            times.append(dt)
+        print(f"post-processing of a realistic 3-class {size}^2 map, dilation {dilation}: {min(times):.2f} s, "
+              f"{int(labels.max())} objects ({int(cells.max())} true cells)")
+    prob2 = np.stack([prob[0], 1 - prob[0]])
+    labels, dt = _timed(probability_to_labels, prob2, 0.5, None, 3)
+    print(f"post-processing of the 2-class map (distance-transform seeds): {dt:.2f} s, {int(labels.max())} objects")
+
+    try:
+        import cellpose  # noqa: F401
+    except ImportError:
+        print("cellpose: skipped (not installed)")
+    else:  # pragma: no cover - optional
+        from cellpose import models
+
+        cp = models.CellposeModel(gpu=False)
+        _, dt = _timed(cp.eval, np.moveaxis(image, 0, -1), diameter=24)
+        print(f"cellpose eval {dt:.1f} s; ratio cellpose / ours: {dt / best[next(iter(best))]['total']:.1f}x")
+    print(f"load average after: {os.getloadavg()[0]:.2f}; peak RSS {peak_rss_gb():.2f} GB")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- big images
+
+
+def make_big_zarr(path: Path, size: int, band: int = 2048, seed: int = 0):
+    """Write a (1, size, size) uint16 synthetic image to zarr band by band (bounded memory)."""
+    import zarr
+
+    z = zarr.open(str(path), mode="w", shape=(1, size, size), dtype="u2", chunks=(1, 1024, 1024))
+    for i, y0 in enumerate(range(0, size, band)):
+        h = min(band, size - y0)
+        cells = synthetic_cells((h, size), n_cells=int(1000 * h * size / 2048**2), seed=seed + i)
+        z[:, y0 : y0 + h] = synthetic_image(cells, 1, seed=seed + i)
+    return z
+
+
+def normalizing(predictor, image, n_samples: int = 16, seed: int = 0):
+    """Wrap ``predictor`` with the robust normalisation of :func:`stainseg.preprocess.normalize`,
+    its percentiles and median estimated from ``n_samples`` random 512^2 windows of ``image``
+    (a zarr), so that tiles can be normalised one by one."""
+    rng = np.random.default_rng(seed)
+    _, height, width = image.shape
+    samples = []
+    for _ in range(n_samples):
+        y, x = rng.integers(0, max(1, height - 512)), rng.integers(0, max(1, width - 512))
+        samples.append(np.asarray(image[:, y : y + 512, x : x + 512], dtype=np.float32))
+    sample = np.concatenate(samples, axis=2)
+    lo = np.percentile(sample, 0.5, axis=(1, 2))[:, None, None]
+    hi = np.percentile(sample, 99.5, axis=(1, 2))[:, None, None]
+    median = np.median(np.clip((sample - lo) / (hi - lo), 0, 1), axis=(1, 2))[:, None, None]
+    # sanity: the same as normalize() on the sample
+    assert np.allclose(np.clip((sample - lo) / (hi - lo), 0, 1) - median, normalize(sample), atol=0.02)
+
+    def wrapped(batch):
+        return predictor(np.clip((batch - lo) / (hi - lo), 0, 1) - median)
+
+    return wrapped
+
+
+def run_big(args) -> None:
+    import zarr
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="segspeed-big-"))
+    work.mkdir(parents=True, exist_ok=True)
+    size = args.big_size
+    print(f"big mode: {size} x {size} single-channel uint16 zarr in {work}; load average {os.getloadavg()[0]:.2f}")
+    # the synthetic input is made in a child process, so that the peak RSS below is the segmentation's
+    import multiprocessing
+
+    maker = multiprocessing.get_context("spawn").Process(target=make_big_zarr, args=(work / "image.zarr", size))
+    _, dt = _timed(lambda: (maker.start(), maker.join()))
+    if maker.exitcode != 0:
+        raise SystemExit(f"making the synthetic input failed (exit code {maker.exitcode})")
+    print(f"  synthetic input written in {dt:.1f} s (child process); peak RSS here {peak_rss_gb():.2f} GB")
+    image = zarr.open(str(work / "image.zarr"), mode="r")
+    model = random_model(1)
+    predictor = normalizing(TorchPredictor(model, device="cpu", bfloat16=True), image)
+    K = model.n_classes
+    prob = zarr.open(str(work / "prob.zarr"), mode="w", shape=(K, size, size), dtype="f2", chunks=(K, 1024, 1024))
+    unc = zarr.open(str(work / "uncertainty.zarr"), mode="w", shape=(size, size), dtype="f2", chunks=(1024, 1024))
+    last = [time.perf_counter()]
+
+    def progress(done, total):
+        if time.perf_counter() - last[0] > 30:
+            last[0] = time.perf_counter()
+            print(f"    tiles {done}/{total}, peak RSS {peak_rss_gb():.2f} GB", flush=True)
+
+    _, t_inf = _timed(predict_tiled, image, predictor, 240, True, 8, prob, True, unc, progress=progress)
+    print(f"  tiled inference → prob.zarr + uncertainty.zarr: {t_inf:.1f} s, peak RSS {peak_rss_gb():.2f} GB", flush=True)
+    labels = zarr.open(str(work / "labels.zarr"), mode="w", shape=(size, size), dtype="u4", chunks=(1024, 1024))
+    n, t_post = _timed(labels_blockwise, prob, labels, 1024, 128, 0.5, 3)
+    print(f"  instance labels block-wise → labels.zarr: {t_post:.1f} s, {n} objects, peak RSS {peak_rss_gb():.2f} GB")
+    print(f"big mode total {t_inf + t_post:.1f} s (without making the input); peak RSS {peak_rss_gb():.2f} GB "
+          f"({'<' if peak_rss_gb() < 4 else '>='} 4 GB); load average {os.getloadavg()[0]:.2f}")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048, help="side of the test image (default 2048)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per variant; the best is reported")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our tiled predictor")
+    parser.add_argument("--big", action="store_true", help="block-wise segmentation of a huge zarr image")
+    parser.add_argument("--big-size", type=int, default=16384)
+    parser.add_argument("--workdir", help="keep the files here (default: a temporary folder, removed)")
+    args = parser.parse_args(argv)
+    if args.big:
+        run_big(args)
+    else:
+        run_default(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

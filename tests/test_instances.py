@@ -1,0 +1,148 @@
+"""Probability map → instance labels (METHOD.md 5.3-5.4): seeds, watershed, size filter, dilation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from stainseg.segment.instances import dilate_labels, labels_blockwise, probability_to_labels
+
+
+def _cells(shape=(256, 256), n=40, radius=(7, 11), seed=0):
+    """Touching round cells: a 'true' label image (Voronoi split of overlapping disks)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(12, np.array(shape) - 12, (n, 2)).astype(int)
+    radii = rng.uniform(*radius, n)
+    seeds = np.zeros(shape, np.int32)
+    seeds[centres[:, 0], centres[:, 1]] = np.arange(1, n + 1)
+    dist, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+    owner = seeds[iy, ix]
+    truth = np.where(dist < np.r_[0, radii][owner], owner, 0)
+    return truth
+
+
+def _prob_maps(truth):
+    fg = ndi.gaussian_filter((truth > 0).astype(np.float32), 1.5)
+    edge = ndi.morphological_gradient(truth, size=3) > 0
+    boundary = np.minimum(ndi.gaussian_filter(edge.astype(np.float32), 1.0) * 2, 1) * fg
+    p2 = np.stack([1 - fg, fg])
+    p3 = np.stack([1 - fg, np.clip(fg - boundary, 0, 1), boundary])
+    return p2, p3
+
+
+def _matched_fraction(truth, labels, iou=0.5):
+    """Fraction of true objects with a predicted object of IoU > iou."""
+    n_t, n_p = truth.max() + 1, labels.max() + 1
+    inter = np.bincount(truth.ravel() * n_p + labels.ravel(), minlength=n_t * n_p).reshape(n_t, n_p)
+    area_t, area_p = inter.sum(1), inter.sum(0)
+    union = area_t[:, None] + area_p[None, :] - inter
+    ious = inter[1:, 1:] / np.maximum(union[1:, 1:], 1)
+    present = area_t[1:] > 0
+    return float((ious.max(1)[present] > iou).mean())
+
+
+@pytest.mark.parametrize("head", [2, 3])
+def test_touching_cells_are_separated(head):
+    truth = _cells()
+    p2, p3 = _prob_maps(truth)
+    labels = probability_to_labels(p3 if head == 3 else p2, dilation=1)
+    assert labels.dtype == np.uint16
+    n_true = len(np.unique(truth)) - 1
+    assert abs(int(labels.max()) - n_true) <= 0.15 * n_true
+    assert _matched_fraction(truth, labels) > (0.9 if head == 3 else 0.75)
+    # labels are consecutive 1..n and all inside the foreground
+    assert set(np.unique(labels)) == set(range(int(labels.max()) + 1))
+    assert not np.any(labels[(1 - p2[0]) <= 0.5])
+
+
+def test_empty_and_constant_maps_give_no_objects():
+    for value in (0.0, 0.5, 1.0):
+        p = np.zeros((2, 64, 64), np.float32)
+        p[0] = 1 - value if value != 0.5 else 0.5
+        p[1] = 1 - p[0]
+        labels = probability_to_labels(p)
+        if value == 1.0:  # all foreground: one object, no crash
+            assert labels.max() == 1
+        else:
+            assert labels.max() == 0 and labels.shape == (64, 64)
+    assert probability_to_labels(np.stack([np.ones((32, 32)), np.zeros((32, 32)), np.zeros((32, 32))])).max() == 0
+
+
+def test_min_size_removes_small_objects():
+    p = np.zeros((2, 80, 80), np.float32)
+    p[1, 10:30, 10:30] = 1
+    p[1, 50:52, 50:52] = 1  # 4 px speck
+    p[0] = 1 - p[1]
+    assert probability_to_labels(p, dilation=1).max() == 1  # default: 10 % of median area
+    assert probability_to_labels(p, dilation=1, min_size=1).max() == 2
+
+
+def test_dilation_never_overwrites_or_merges_neighbours():
+    truth = _cells(n=60, seed=3)
+    for size in (3, 9):
+        grown = dilate_labels(truth, size)
+        inside = truth > 0
+        np.testing.assert_array_equal(grown[inside], truth[inside])  # nobody overwritten
+        assert set(np.unique(grown)) == set(np.unique(truth))  # nothing merged or lost
+        for lab in np.unique(truth)[1:]:
+            # each label only grows within its own square neighbourhood ...
+            reach = ndi.binary_dilation(truth == lab, np.ones((size, size), bool))
+            assert not np.any((grown == lab) & ~reach)
+            # ... and its pixels stay one connected piece
+            assert ndi.label(grown == lab, np.ones((3, 3)))[1] == 1
+
+
+def test_dilation_grows_an_isolated_object_by_the_full_square():
+    lab = np.zeros((30, 30), np.uint32)
+    lab[10:14, 12:15] = 7
+    grown = dilate_labels(lab, 9)
+    expected = ndi.binary_dilation(lab > 0, np.ones((9, 9), bool))
+    np.testing.assert_array_equal(grown > 0, expected)
+    assert grown.dtype == np.uint32 and set(np.unique(grown)) == {0, 7}
+    np.testing.assert_array_equal(dilate_labels(lab, 1), lab)
+    with pytest.raises(ValueError):
+        dilate_labels(lab, 4)
+
+
+def test_dilation_splits_a_gap_between_two_objects():
+    lab = np.zeros((9, 12), np.uint16)
+    lab[4, 2], lab[4, 8] = 1, 2
+    row = dilate_labels(lab, 9)[4]
+    # columns 3-5 are nearer to 1 (distance 1..3 vs 5..3: tie at 5 goes to the larger label)
+    assert list(row[:5]) == [1] * 5 and list(row[6:]) == [2] * 6 and row[5] == 2
+
+
+def test_bad_shape_raises():
+    with pytest.raises(ValueError):
+        probability_to_labels(np.zeros((4, 8, 8), np.float32))
+
+
+def test_blockwise_labels_match_whole_image_labels(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    truth = _cells(shape=(400, 200), n=60, seed=5)
+    _, p3 = _prob_maps(truth)
+    prob = zarr.open(str(tmp_path / "p.zarr"), mode="w", shape=p3.shape, dtype="f4", chunks=(3, 64, 64))
+    prob[:] = p3
+    out = zarr.open(str(tmp_path / "l.zarr"), mode="w", shape=p3.shape[1:], dtype="u4", chunks=(64, 64), fill_value=0)
+    n = labels_blockwise(prob, out, band=96, margin=40, dilation=3, min_size=20)
+    blockwise = out[:]
+    whole = probability_to_labels(p3, dilation=3, min_size=20)
+    assert n == blockwise.max() == whole.max()
+    assert set(np.unique(blockwise)) == set(range(n + 1))
+    # every object is one piece (none cut at a band border) and matches the whole-image result
+    for lab in range(1, n + 1):
+        assert ndi.label(blockwise == lab, np.ones((3, 3)))[1] == 1
+    assert _matched_fraction(whole, blockwise, iou=0.8) > 0.95
+
+
+@pytest.mark.data
+def test_real_nucleus_shapes_are_recovered(bbbc039):
+    """BBBC039 manual masks (real, touching nuclei) → ideal probability maps → the same objects."""
+    from stainseg.io.images import read_labels
+
+    mask_path = sorted((bbbc039 / "masks").glob("*.png"))[0]
+    truth = read_labels(mask_path).astype(np.int32)
+    p2, p3 = _prob_maps(truth)
+    assert _matched_fraction(truth, probability_to_labels(p3, dilation=1)) > 0.9
+    assert _matched_fraction(truth, probability_to_labels(p2, dilation=1)) > 0.75
