@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TESTSTAMP := $(VENV)/.installed-test
 OUT    ?= out/demo
 PYTEST_ARGS ?= -m "not slow"
 
@@ -16,13 +17,17 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+$(TESTSTAMP): $(STAMP) requirements-test.lock
+	$(PY) -m pip install --quiet -r requirements-test.lock
+	touch $(TESTSTAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/stainseg demo -o $(OUT)
 
-test: $(STAMP)
+test: $(TESTSTAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-all: $(STAMP)
+test-all: $(TESTSTAMP)
 	$(PY) -m pytest -m ""
 
 clean:

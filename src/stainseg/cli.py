@@ -92,6 +92,13 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(a: argparse.Namespace) -> int:
+    from stainseg.export.bioimageio import export_bioimageio
+
+    print(f"wrote bioimage.io package {export_bioimageio(a.model, a.out, sample=a.sample)}")
+    return 0
+
+
 def _parallel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="run on a local Dask cluster with N worker processes")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://host:8786")
@@ -154,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo stages whose outputs are complete")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("export", help="write a BioImage Model Zoo package (zip) of a model folder")
+    p.add_argument("model", type=Path)
+    p.add_argument("-o", "--out", type=Path, required=True)
+    p.add_argument("--sample", type=Path, default=None,
+                   help="image of the model's input channels for the test tensors and cover (default: first image set of the training experiment)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="`run` on a synthetic experiment made on the fly (a few minutes on a laptop)")
     p.add_argument("-o", "--out", type=Path, default=Path("out/demo"))

@@ -1,0 +1,17 @@
+"""Meet users where they work: thin layers that hand a stainseg model to other tools.
+
+- :mod:`stainseg.export.apply` — run a model directory on in-memory planes (the one entry point
+  that the napari widgets and the CellProfiler module call);
+- :mod:`stainseg.export.bioimageio` — write a BioImage Model Zoo package (``stainseg export``).
+"""
+
+from stainseg.export.apply import segment_planes, stack_planes
+
+__all__ = ["segment_planes", "stack_planes", "export_bioimageio"]
+
+
+def export_bioimageio(*args, **kwargs):  # lazy: bioimageio.spec is an optional dependency
+    """See :func:`stainseg.export.bioimageio.export_bioimageio`."""
+    from stainseg.export.bioimageio import export_bioimageio as _export
+
+    return _export(*args, **kwargs)
