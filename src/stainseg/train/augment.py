@@ -1,0 +1,124 @@
+"""Training targets and augmentation (METHOD.md 2.2, 2.5).
+
+Each training sample: random left-right and up-down flips, then a random crop from the image
+extended by mirroring to 3 x 3 its size, applied identically to the image and to every per-pixel
+array that goes with it (class targets, weights). The 3 x 3 extension is never built: crop
+indices are reflected into the image, which gives exactly ``np.pad(mode="symmetric")`` followed
+by a crop, with no memory cost. Everything is drawn from one ``numpy.random.Generator`` so that
+a run is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from skimage.segmentation import find_boundaries
+
+__all__ = ["targets_from_labels", "mirror_extend", "mirror_crop", "random_sample", "BACKGROUND", "INTERIOR", "BOUNDARY"]
+
+BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+
+
+def targets_from_labels(labels: np.ndarray, head: str = "3class", boundary_mode: str = "inner") -> np.ndarray:
+    """Per-pixel class targets from an instance label image.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X)
+        Instance labels, 0 = background.
+    head : {"2class", "3class"}
+        2class: 0 background, 1 foreground. 3class: 0 background, 1 interior, 2 boundary.
+    boundary_mode : str
+        ``skimage.segmentation.find_boundaries`` mode for the boundary class. ``"inner"`` (default)
+        keeps every boundary pixel inside its object, so interior + boundary is exactly the
+        object; it also marks where touching objects meet.
+
+    Returns
+    -------
+    ndarray of uint8, shape (Y, X)
+    """
+    labels = np.asarray(labels)
+    foreground = labels > 0
+    if head == "2class":
+        return foreground.astype(np.uint8)
+    if head != "3class":
+        raise ValueError(f"unknown head {head!r}; use '2class' or '3class'")
+    targets = foreground.astype(np.uint8)
+    boundary = find_boundaries(labels, connectivity=1, mode=boundary_mode, background=0)
+    targets[boundary] = BOUNDARY
+    return targets
+
+
+def mirror_extend(array: np.ndarray) -> np.ndarray:
+    """The 3 x 3 mirror extension of the last two axes (for reference and tests; crops use :func:`mirror_crop`)."""
+    ny, nx = array.shape[-2:]
+    pad = [(0, 0)] * (array.ndim - 2) + [(ny, ny), (nx, nx)]
+    return np.pad(array, pad, mode="symmetric")
+
+
+def _reflect(index: np.ndarray, n: int) -> np.ndarray:
+    """Map indices of the infinitely mirror-extended axis onto [0, n) ('symmetric': edge repeated)."""
+    index = np.mod(index, 2 * n)
+    return np.where(index >= n, 2 * n - 1 - index, index)
+
+
+def mirror_crop(array: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` crop of the mirror-extended last two axes starting at (top, left).
+
+    ``top`` and ``left`` may be negative or beyond the image: ``mirror_crop(a, t, l, s)`` equals
+    ``mirror_extend(a)[..., t + Y : t + Y + s, l + X : l + X + s]`` whenever that lies inside.
+    """
+    ny, nx = array.shape[-2:]
+    rows = _reflect(np.arange(top, top + size), ny)
+    cols = _reflect(np.arange(left, left + size), nx)
+    return array[..., rows[:, None], cols[None, :]]
+
+
+def random_sample(
+    image: np.ndarray,
+    targets: Sequence[np.ndarray],
+    crop_size: int,
+    rng: np.random.Generator,
+    region: tuple[slice, slice] | None = None,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One augmented training sample: the same flips and crop for the image and every target.
+
+    Parameters
+    ----------
+    image : ndarray, shape (C, Y, X)
+    targets : sequence of ndarray, shape (Y, X)
+        Per-pixel arrays aligned with the image (class targets, weight image, ...).
+    crop_size : int
+        Side of the square crop; may exceed the image (the mirror extension repeats).
+    rng : numpy.random.Generator
+        Source of all randomness (two flips, two crop offsets).
+    region : (slice, slice), optional
+        Restrict sampling to this part of the image (e.g. the training part of a single image
+        whose other part is held out for validation).
+
+    Returns
+    -------
+    image_crop : ndarray, shape (C, crop_size, crop_size)
+    target_crops : list of ndarray, shape (crop_size, crop_size)
+    """
+    if region is not None:
+        image = image[(slice(None),) + tuple(region)]
+        targets = [t[tuple(region)] for t in targets]
+    ny, nx = image.shape[-2:]
+    for t in targets:
+        if t.shape != (ny, nx):
+            raise ValueError(f"target shape {t.shape} differs from image shape {(ny, nx)}")
+    flip_y, flip_x = rng.random(2) < 0.5
+    # crop origin anywhere in the 3 x 3 mirror extension, i.e. in [-n, 2n - size]
+    top = int(rng.integers(-ny, max(-ny, 2 * ny - crop_size) + 1))
+    left = int(rng.integers(-nx, max(-nx, 2 * nx - crop_size) + 1))
+
+    def apply(a: np.ndarray) -> np.ndarray:
+        if flip_y:
+            a = a[..., ::-1, :]
+        if flip_x:
+            a = a[..., :, ::-1]
+        return np.ascontiguousarray(mirror_crop(a, top, left, crop_size))
+
+    return apply(image), [apply(t) for t in targets]
