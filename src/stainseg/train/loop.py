@@ -407,7 +407,8 @@ def train(
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
     info = {"foreground_fraction": fg_fraction, "foreground_factor": factor, "iterations_run": state["iteration"],
             "iterations_planned": sched.iterations, "stopped_early": stopped_early, "best_val_score": state["best_score"],
-            "train_images": len(train_idx), "validation_images": len(val_images), "device": str(device),
+            "train_images": len(train_idx), "validation_images": len(val_images),
+            "validation_indices": [int(i) for i in val_idx], "device": str(device),
             "bfloat16": use_amp, "schedule": dataclasses.asdict(sched), "train_seconds": round(state["elapsed_s"], 1)}
     info.update(extra or {})
     save_model_dir(out_dir, model, cfg, state["history"], info)

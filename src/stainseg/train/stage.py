@@ -69,6 +69,19 @@ def input_channel_names(cfg: ExperimentConfig, labels_dir: Path) -> list[str]:
     return names
 
 
+def calibrate_on_validation(model_dir: Path, images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Calibrate the dilation on the images the training loop held out for validation (all images if none)."""
+    import json
+
+    from stainseg.train.calibrate import calibrate_dilation
+
+    held = json.loads((model_dir / "model.json").read_text()).get("training", {}).get("validation_indices") or list(range(len(images)))
+    record = calibrate_dilation(model_dir, [images[i] for i in held], [labels[i] for i in held])
+    print(f"dilation calibrated on {record['images']} validation images: {record['dilation']} x {record['dilation']} "
+          f"(paper: {record['paper_default']})", flush=True)
+    return record
+
+
 def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path | None = None, resume: bool = False,
                  wells: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Make (or reuse) automatic labels, then train; ``out`` becomes a complete model directory.
@@ -89,6 +102,8 @@ def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path 
     facts["plane_names"] = input_channel_names(cfg, labels_dir)
     history = train(images, labels, cfg, out, resume=resume, progress=progress,
                     extra={"input_channels": list(cfg.channels.input), **facts})
+    if cfg.segment.dilation is None:
+        calibrate_on_validation(out, images, labels)
     qc = labels_dir / "qc.csv"
     if qc.exists():
         write_text(out / "labels_qc.csv", qc.read_text())
