@@ -293,6 +293,9 @@ def demo_config(folder: Path, size: int = 256, sites: int = 3, times: int = 6, s
     if not toml.exists():
         generate_experiment(folder, wells=1, sites=sites, times=times, size=size, seed=seed, preview=True)
     cfg = load_config(toml)
+    # a few minutes on a 2-core laptop: a shorter schedule, with a time guard for slow machines
+    cfg.train.iterations = cfg.train.iterations or 500
+    cfg.train.max_minutes = cfg.train.max_minutes or 3.0
     cfg.evaluation.manual = str((folder / "truth" / "cells").resolve())
     cfg.evaluation.tracks = str((folder / "truth" / "tracks.csv").resolve())
     return cfg
