@@ -3,12 +3,21 @@
 The function receives small, picklable task descriptions (paths and plain dicts), reads its own
 images from shared storage and writes its own outputs atomically; only small result dicts travel
 back through the scheduler. A failing task is retried, then reported — never silently dropped.
+Expensive per-process state (the loaded model) is cached by the task function in its worker
+process and counted with :func:`note_load`, so a run can show that it was loaded once per worker.
+See docs/cluster.md.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import sys
+import time
 import traceback
+import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -16,27 +25,54 @@ from tqdm import tqdm
 
 from stainseg.errors import StainsegError
 
+# Per-process counters (one set in each Dask worker process, one here for serial runs).
+_LOADS: Counter[str] = Counter()
+_TASKS: Counter[str] = Counter()
+
 
 @dataclass
 class MapResult:
-    """Results in input order (``None`` where a task failed) and the failures as (name, one-line reason)."""
+    """Results in input order (``None`` where a task failed) and the failures as (name, one-line reason).
+
+    ``workers`` maps each process that ran tasks (a Dask worker address, or ``"local"``) to
+    ``{"host", "pid", "tasks", "loads"}``: the task attempts of this run it made (retries included) and how often each
+    expensive object (e.g. ``"model /path"``) was loaded in that process in its lifetime.
+    """
 
     results: list[dict[str, Any] | None]
     failed: list[tuple[str, str]] = field(default_factory=list)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def note_load(what: str) -> None:
+    """Count one load of an expensive per-process object (call it where the object is built)."""
+    _LOADS[what] += 1
+
+
+def process_report(run_id: str = "") -> dict[str, Any]:
+    """This process's host, pid, tasks completed for ``run_id`` and loads so far."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "tasks": _TASKS[run_id], "loads": dict(_LOADS)}
 
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, StainsegError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
-def _guarded(func: Callable[[dict[str, Any]], dict[str, Any]], task: dict[str, Any]) -> dict[str, Any]:
+def _guarded(func: Callable[[dict[str, Any]], dict[str, Any]], task: dict[str, Any], run_id: str = "") -> dict[str, Any]:
     """Run one task; bad input becomes a result with an error instead of an exception (no retry helps)."""
+    _TASKS[run_id] += 1  # attempts in this process, retries included
     try:
         return func(task)
     except StainsegError as exc:
         return {"_error": str(exc)}
+
+
+def _check_worker(paths: Sequence[str]) -> list[str]:
+    """Runs on each worker: the given paths it cannot see (shared storage check)."""
+    return [p for p in paths if not os.path.exists(p)]
 
 
 def map_tasks(
@@ -48,6 +84,8 @@ def map_tasks(
     retries: int = 2,
     desc: str = "",
     progress: bool = True,
+    shared: Sequence[str] = (),
+    no_worker_timeout: float = 300.0,
 ) -> MapResult:
     """Run ``func(task)`` for every task and collect the results.
 
@@ -62,7 +100,21 @@ def map_tasks(
     scheduler : str, optional
         Address of an existing Dask scheduler (``tcp://host:8786``); overrides ``workers``.
     retries : int
-        How often Dask retries a task whose worker died or raised an unexpected error.
+        How often Dask retries a task that raised an unexpected error. A task whose worker died is
+        re-run elsewhere by the scheduler (up to ``distributed.scheduler.allowed-failures`` times)
+        and then reported as failed.
+    desc : str
+        Label of the progress bar (completed / total, on stderr).
+    progress : bool
+        Show the progress bar and a one-line summary of the workers.
+    shared : sequence of str
+        Paths every worker must see (shared storage); checked on each worker before the run.
+    no_worker_timeout : float
+        Give up (reporting the unfinished tasks as failed) when the cluster has had no worker for this many seconds.
+
+    Returns
+    -------
+    MapResult
     """
     if len(tasks) != len(names):
         raise ValueError("tasks and names differ in length")
@@ -70,17 +122,19 @@ def map_tasks(
         return MapResult(results=[])
     if scheduler is None and workers <= 0:
         return _map_serial(func, tasks, names, desc, progress)
-    return _map_dask(func, tasks, names, workers, scheduler, retries, desc, progress)
+    return _map_dask(func, tasks, names, workers, scheduler, retries, desc, progress, shared, no_worker_timeout)
 
 
 def _map_serial(func, tasks, names, desc, progress) -> MapResult:
     out = MapResult(results=[])
+    run_id = uuid.uuid4().hex
     for task, name in tqdm(list(zip(tasks, names)), desc=desc, disable=not progress, unit="set", file=sys.stderr):
         try:
-            result = _guarded(func, task)
+            result = _guarded(func, task, run_id)
         except Exception as exc:  # an unexpected failure of one item must not stop the batch
             result = {"_error": _one_line(exc), "_traceback": traceback.format_exc()}
         _collect(out, name, result)
+    out.workers = {"local": process_report(run_id)}
     return out
 
 
@@ -92,38 +146,128 @@ def _collect(out: MapResult, name: str, result: dict[str, Any] | None) -> None:
         out.results.append(result)
 
 
-def _map_dask(func, tasks, names, workers, scheduler, retries, desc, progress) -> MapResult:
+def _probe(scheduler: str) -> None:
+    """Fail at once (not after the client's 20 s of retries) when nothing listens at a tcp:// address."""
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    protocol, loc = parse_address(scheduler)
+    if protocol in ("tcp", "tls"):
+        host, port = parse_host_port(loc)
+        with socket.create_connection((host, port), timeout=10):
+            pass
+
+
+def _connect(workers: int, scheduler: str | None):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            _probe(scheduler)
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise StainsegError(f"cannot reach the Dask scheduler at {scheduler} ({_one_line(exc)}); "
+                                "start it with `dask scheduler` or fix --scheduler") from None
+        except ValueError as exc:
+            raise StainsegError(f"--scheduler {scheduler!r} is not a Dask address ({exc}); give e.g. tcp://host:8786") from None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def _preflight(client, shared: Sequence[str], scheduler: str | None, no_worker_timeout: float) -> None:
+    """Wait for a first worker, then check every worker can import stainseg and see the shared paths."""
     try:
-        from distributed import Client, LocalCluster, as_completed
+        client.wait_for_workers(1, timeout=no_worker_timeout)
+    except (asyncio.TimeoutError, TimeoutError):
+        raise StainsegError(f"the Dask scheduler {scheduler} has no workers; start some with `dask worker {scheduler}`") from None
+    try:
+        missing = client.run(_check_worker, list(shared))
+    except Exception as exc:  # the worker could not unpickle a stainseg function
+        raise StainsegError(f"a Dask worker cannot run stainseg ({_one_line(exc)}); install the same stainseg "
+                            "version in the workers' Python environment") from None
+    for addr, paths in missing.items():
+        if paths:
+            raise StainsegError(f"Dask worker {addr} cannot see {paths[0]}; inputs and outputs must be on storage "
+                                "shared by all workers, under the same path")
+
+
+def _has_workers(client) -> bool:
+    try:
+        return bool(client.nthreads())
+    except Exception:  # scheduler unreachable for now: the client reconnects or cancels the futures
+        return False
+
+
+def _map_dask(func, tasks, names, workers, scheduler, retries, desc, progress, shared, no_worker_timeout) -> MapResult:
+    try:
+        from distributed import as_completed
     except ImportError:  # pragma: no cover - distributed is a dependency
         raise StainsegError("dask.distributed is not installed; pip install distributed, or run without --workers") from None
-    cluster = None
+    client, cluster = _connect(workers, scheduler)
+    run_id = uuid.uuid4().hex[:12]
     try:
-        if scheduler:
-            try:
-                client = Client(scheduler, timeout="20s")
-            except OSError as exc:
-                raise StainsegError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start it with `dask scheduler` or fix --scheduler") from None
-        else:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-            client = Client(cluster)
-        with client:
-            futures = client.map(_guarded, [func] * len(tasks), list(tasks), key=[f"stainseg-{desc}-{i}-{n}" for i, n in enumerate(names)],
-                                 retries=retries, pure=False)
-            index = {f.key: i for i, f in enumerate(futures)}
-            results: list[dict[str, Any] | None] = [None] * len(tasks)
-            with tqdm(total=len(tasks), desc=desc, disable=not progress, unit="set", file=sys.stderr) as bar:
-                for fut in as_completed(futures):
+        _preflight(client, shared, scheduler, no_worker_timeout)
+        if progress and scheduler:
+            print(f"{desc}: Dask scheduler {scheduler}, {len(client.nthreads())} workers; dashboard {client.dashboard_link}",
+                  file=sys.stderr)
+        # unique keys per run: two runs on one shared scheduler must never share results
+        keys = [f"stainseg-{desc.replace(' ', '_')}-{run_id}-{i}" for i in range(len(tasks))]
+        futures = client.map(_guarded, [func] * len(tasks), list(tasks), [run_id] * len(tasks), key=keys,
+                             retries=retries, pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[dict[str, Any] | None] = [None] * len(tasks)
+        done = 0
+        pending = as_completed(futures)
+        idle_since, checked = None, 0.0
+        with tqdm(total=len(tasks), desc=desc, disable=not progress, unit="set", file=sys.stderr) as bar:
+            while done < len(tasks):
+                batch = pending.next_batch(block=False)
+                if not batch:
+                    now = time.monotonic()
+                    if now - checked > 2.0:  # is anyone left to run the pending tasks?
+                        checked = now
+                        if _has_workers(client):
+                            idle_since = None
+                        elif idle_since is None:
+                            idle_since = now
+                        elif now - idle_since > no_worker_timeout:
+                            break
+                    time.sleep(0.01)
+                    continue
+                for fut in batch:
                     i = index[fut.key]
                     try:
                         results[i] = fut.result()
-                    except Exception as exc:
+                    except (Exception, asyncio.CancelledError) as exc:  # KilledWorker, lost scheduler, error after retries
                         results[i] = {"_error": _one_line(exc)}
+                    done += 1
                     bar.update(1)
+        for i, fut in enumerate(futures):
+            if results[i] is None:
+                results[i] = {"_error": f"not run: the cluster had no workers for {no_worker_timeout:.0f} s"}
+                fut.cancel()
         out = MapResult(results=[])
         for name, result in zip(names, results):
             _collect(out, name, result)
+        try:
+            reports = client.run(process_report, run_id)
+        except Exception:  # a worker may leave while we ask; the report is informative only
+            reports = {}
+        out.workers = {addr: r for addr, r in reports.items() if r["tasks"]}
+        if progress:
+            print(f"{desc}: {summary(out)}", file=sys.stderr)
         return out
     finally:
+        client.close()
         if cluster is not None:
             cluster.close()
+
+
+def summary(result: MapResult) -> str:
+    """One line: tasks done, failed, and per worker the tasks run and the loads of expensive objects."""
+    parts = []
+    for addr, r in sorted(result.workers.items()):
+        loads = ", ".join(f"{n}x {k.split(' ')[0]}" for k, n in sorted(r["loads"].items()))
+        parts.append(f"{addr} (pid {r['pid']}): {r['tasks']} tasks" + (f", loaded {loads}" if loads else ""))
+    ok = sum(r is not None for r in result.results)
+    return f"{ok} done, {len(result.failed)} failed; " + "; ".join(parts)

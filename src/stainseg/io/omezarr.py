@@ -1,0 +1,268 @@
+"""Label images as OME-Zarr (NGFF 0.4, zarr format 2): an HCS plate of label fields, or one large label image.
+
+Layout of a plate (``write_plate_labels``)::
+
+    labels.ome.zarr/              plate: rows A..P, columns 1..24, wells "A/1", ...
+      A/1/                        well: one field per site
+        0/                        field (site 1): a multiscale image of label ids, axes (t, y, x)
+          0/ 1/ ...               resolution levels, nearest-neighbour subsampled by 2 (labels stay ids)
+
+Time points map to the T axis of each field: plane ``t`` holds the labels of the ``t``-th time
+value of the whole plate (sorted; listed in the plate's ``stainseg.times`` attribute), so every
+field has the same T length and napari shows one time slider. A time point missing for a site
+(failed or absent image set) is an all-zero plane, listed in the field's ``stainseg.missing_times``.
+Without a ``time`` field the axes are (y, x). Label ids are stored as uint32.
+
+Everything is written block-wise: one time plane (plates) or one ``chunk`` x ``chunk`` block
+(single images) at a time, so no full copy of a large image is held in memory. The store is built
+in a temporary folder beside the target and renamed onto it when complete (readers never see a
+half-written plate).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from stainseg.errors import StainsegError
+
+LABEL_DTYPE = np.dtype(np.uint32)
+_WELL = re.compile(r"^([A-Za-z]+)0*(\d+)$")
+
+
+def _fmt():
+    from ome_zarr.format import FormatV04
+
+    return FormatV04()
+
+
+def _sort_key(value: str) -> tuple[int, Any]:
+    return (0, int(value)) if str(value).isdigit() else (1, str(value))
+
+
+def pyramid_levels(shape_yx: Sequence[int], min_side: int = 256, max_levels: int = 6) -> int:
+    """Number of resolution levels: halve until the smaller side would drop below ``min_side``."""
+    levels, side = 1, min(shape_yx)
+    while levels < max_levels and side // 2 >= min_side:
+        side //= 2
+        levels += 1
+    return levels
+
+
+def _create_levels(group, shape: tuple[int, ...], levels: int, chunk: int) -> list:
+    arrays = []
+    for level in range(levels):
+        f = 2 ** level
+        lvl_shape = (*shape[:-2], -(-shape[-2] // f), -(-shape[-1] // f))
+        chunks = (*(1,) * (len(shape) - 2), min(chunk, lvl_shape[-2]), min(chunk, lvl_shape[-1]))
+        arrays.append(group.create_array(str(level), shape=lvl_shape, chunks=chunks, dtype=LABEL_DTYPE, fill_value=0,
+                                         chunk_key_encoding={"name": "v2", "separator": "/"}))
+    return arrays
+
+
+def _write_multiscale_metadata(group, ndim: int, levels: int, axes: str, name: str, extra: Mapping[str, Any]) -> None:
+    from ome_zarr.writer import write_multiscales_metadata
+
+    datasets = [{"path": str(level), "coordinateTransformations": [
+        {"type": "scale", "scale": [1.0] * (ndim - 2) + [float(2 ** level)] * 2}]} for level in range(levels)]
+    write_multiscales_metadata(group, datasets, fmt=_fmt(), axes=list(axes), name=name,
+                               metadata={"method": "nearest-neighbour subsampling (label ids are preserved)"})
+    if extra:
+        group.attrs["stainseg"] = dict(extra)
+
+
+def _write_plane(arrays: list, index: tuple[int, ...], plane: np.ndarray) -> None:
+    """Write one (Y, X) plane into every level (level l keeps every 2**l-th pixel)."""
+    for level, arr in enumerate(arrays):
+        f = 2 ** level
+        arr[index] = plane[::f, ::f]
+
+
+class _Staging:
+    """Build a store in ``PATH.tmp-<pid>`` and rename it onto ``PATH`` on success."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+
+    def __enter__(self):
+        import zarr
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return zarr.open_group(str(self.tmp), mode="w", zarr_format=2)
+        except OSError as exc:
+            raise StainsegError(f"cannot write the OME-Zarr store ({exc.strerror}); choose a writable -o folder", self.path) from None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+        if self.path.exists():
+            os.replace(self.path, old)
+        os.replace(self.tmp, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _split_well(well: str) -> tuple[str, str]:
+    m = _WELL.match(str(well).strip())
+    if not m:
+        raise StainsegError(f"well {well!r} is not a plate well name like A01 or B3; an OME-Zarr plate needs them "
+                            "(use --format tiff, or a filename pattern whose well group gives such names)")
+    return m.group(1).upper(), str(int(m.group(2)))
+
+
+def write_plate_labels(path: str | Path, rows: Sequence[Mapping[str, Any]], name: str = "labels",
+                       chunk: int = 1024, read: Callable[[str], np.ndarray] | None = None) -> Path:
+    """Write the label images of a plate as an OME-Zarr HCS plate (one multiscale label field per site).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.ome.zarr`` folder to write (replaced atomically if it exists).
+    rows : sequence of mappings
+        One per image set, with ``well`` (e.g. ``A01``), ``label_file`` and optionally ``site``,
+        ``time`` and ``name`` — the rows of a segmentation's ``index.csv``.
+    name : str
+        Name of the plate (and of the field images).
+    chunk : int
+        Chunk side in Y and X.
+    read : callable, optional
+        ``read(label_file) -> (Y, X) array``; default :func:`stainseg.io.images.read_labels`.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Notes
+    -----
+    See the module docstring for the layout and how time points map to the T axis.
+    """
+    from ome_zarr.writer import write_plate_metadata, write_well_metadata
+
+    if read is None:
+        from stainseg.io.images import read_labels as read
+    rows = list(rows)
+    if not rows:
+        raise StainsegError("no label images to write as an OME-Zarr plate")
+    missing = [k for k in ("well", "label_file") if k not in rows[0] or rows[0][k] in (None, "")]
+    if missing:
+        raise StainsegError(f"image sets have no {missing[0]} field, so they cannot form an OME-Zarr plate; "
+                            "use --format tiff, or --experiment with a filename pattern that has a (?P<well>...) group")
+    has_time = any(str(r.get("time", "")) != "" for r in rows)
+    times = sorted({str(r.get("time", "")) for r in rows}, key=_sort_key)
+    plate: dict[tuple[str, str], dict[str, dict[str, Mapping[str, Any]]]] = {}
+    for r in rows:
+        key = _split_well(r["well"])
+        site, t = str(r.get("site", "") or "1"), str(r.get("time", ""))
+        if t in plate.setdefault(key, {}).setdefault(site, {}):
+            raise StainsegError(f"two image sets for well {r['well']} site {site} time {t or '-'}; "
+                                "the filename pattern must tell them apart")
+        plate[key][site][t] = r
+    row_names = sorted({k[0] for k in plate}, key=lambda s: (len(s), s))
+    col_names = sorted({k[1] for k in plate}, key=int)
+    wells = sorted(plate, key=lambda k: (row_names.index(k[0]), int(k[1])))
+    path = Path(path)
+    with _Staging(path) as root:
+        field_count = max(len(sites) for sites in plate.values())
+        write_plate_metadata(root, row_names, col_names, [f"{r}/{c}" for r, c in wells], fmt=_fmt(),
+                             field_count=field_count, name=name)
+        root.attrs["stainseg"] = {"times": times if has_time else [], "time_axis": "t" if has_time else None,
+                                  "wells": {f"{r}/{c}": str(next(iter(next(iter(plate[(r, c)].values())).values()))["well"])
+                                            for r, c in wells}}
+        for r, c in wells:
+            well_group = root.require_group(r).require_group(c)
+            sites = sorted(plate[(r, c)], key=_sort_key)
+            write_well_metadata(well_group, [{"path": str(i)} for i in range(len(sites))], fmt=_fmt())
+            for i, site in enumerate(sites):
+                _write_field(well_group.require_group(str(i)), plate[(r, c)][site], times, has_time, name, site, chunk, read)
+    return path
+
+
+def _write_field(group, by_time: Mapping[str, Mapping[str, Any]], times: list[str], has_time: bool, name: str,
+                 site: str, chunk: int, read: Callable[[str], np.ndarray]) -> None:
+    first = next(iter(by_time.values()))
+    shape_yx = np.asarray(read(str(first["label_file"]))).shape
+    shape = (len(times), *shape_yx) if has_time else tuple(shape_yx)
+    levels = pyramid_levels(shape_yx)
+    arrays = _create_levels(group, shape, levels, chunk)
+    names, absent = [], []
+    for t_index, t in enumerate(times):
+        row = by_time.get(t)
+        if row is None:
+            absent.append(t)
+            names.append("")
+            continue  # fill value 0: an empty plane
+        plane = np.asarray(read(str(row["label_file"])))
+        if plane.shape != shape_yx:
+            raise StainsegError(f"label image is {plane.shape}, but others of its site are {shape_yx}; "
+                                "all time points of a site must have the same size", row["label_file"])
+        if plane.size and (plane.min() < 0 or plane.max() > np.iinfo(LABEL_DTYPE).max):
+            raise StainsegError("label ids must be between 0 and 2**32-1", row["label_file"])
+        _write_plane(arrays, (t_index,) if has_time else (), plane.astype(LABEL_DTYPE, copy=False))
+        names.append(str(row.get("name", "")))
+    _write_multiscale_metadata(group, len(shape), levels, "tyx" if has_time else "yx", name,
+                               {"site": site, "image_sets": names, "missing_times": absent})
+
+
+def write_label_image(path: str | Path, labels: Any, name: str = "labels", chunk: int = 1024) -> Path:
+    """Write one (possibly larger than memory) label image as an OME-Zarr multiscale image, block by block.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.ome.zarr`` folder to write (replaced atomically if it exists).
+    labels : array-like, (Y, X)
+        A numpy, zarr or dask array of non-negative label ids; only one ``chunk`` x ``chunk``
+        block is read (or computed) at a time.
+    name : str
+        Name of the image.
+    chunk : int
+        Chunk (and block) side.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    if len(labels.shape) != 2:
+        raise StainsegError(f"label image must be 2-D (Y, X), got shape {tuple(labels.shape)}", path)
+    if not np.issubdtype(np.dtype(labels.dtype), np.integer):
+        raise StainsegError(f"label image must hold integer ids, got {labels.dtype}", path)
+    shape = tuple(int(s) for s in labels.shape)
+    levels = pyramid_levels(shape)
+    step = chunk * 2 ** (levels - 1)  # a block aligned with the chunks of every level
+    path = Path(path)
+    with _Staging(path) as root:
+        arrays = _create_levels(root, shape, levels, chunk)
+        for y0 in range(0, shape[0], step):
+            for x0 in range(0, shape[1], step):
+                block = np.asarray(labels[y0:y0 + step, x0:x0 + step])
+                if block.size and block.min() < 0:
+                    raise StainsegError("label image has negative values", path)
+                block = block.astype(LABEL_DTYPE, copy=False)
+                for level, arr in enumerate(arrays):
+                    f = 2 ** level
+                    sub = block[::f, ::f]
+                    arr[y0 // f:y0 // f + sub.shape[0], x0 // f:x0 // f + sub.shape[1]] = sub
+        _write_multiscale_metadata(root, 2, levels, "yx", name, {})
+    return path
+
+
+def read_field_labels(path: str | Path, well: str, field: int = 0, level: int = 0) -> np.ndarray:
+    """The label array (T, Y, X) or (Y, X) of one field of a plate written by :func:`write_plate_labels`."""
+    import zarr
+
+    r, c = _split_well(well)
+    try:
+        return np.asarray(zarr.open_group(str(path), mode="r")[f"{r}/{c}/{field}/{level}"])
+    except (KeyError, FileNotFoundError) as exc:
+        raise StainsegError(f"no field {field} of well {well} at level {level} ({exc}); check the well name", path) from None
