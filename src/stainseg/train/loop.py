@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from stainseg.config import ExperimentConfig, config_to_dict
 from stainseg.errors import StainsegError
 from stainseg.io.atomic import atomic_path
+from stainseg.train import distributed
 from stainseg.train.augment import random_sample, targets_from_labels
 from stainseg.train.model import StainNet
 from stainseg.train.weights import class_weight_image, foreground_factor
@@ -253,6 +254,7 @@ def train(
     tcfg = cfg.train
     sched = resolve_schedule(cfg)
     device = select_device(tcfg.device)
+    dinfo, device = distributed.setup(device)
     use_amp = bool(tcfg.bfloat16) and (device.type == "cuda" or cpu_supports_bfloat16())
     channels_last = True
 
@@ -278,6 +280,8 @@ def train(
             val_targets = [targets[0][:, cut:]]
     # validation must stay cheap: at most 8 images, centre crops of at most 256 x 256 (~0.5 Mpx)
     val_images, val_targets = _validation_crops(val_images, val_targets, VALIDATION_IMAGES, VALIDATION_SIZE)
+    if dinfo.enabled:  # same split and initialisation on every rank, different crops
+        rng = np.random.default_rng([tcfg.seed, dinfo.rank])
     fg_fraction = float(np.mean([np.mean(targets[i] > 0) for i in train_idx]))
     factor = foreground_factor(tcfg.foreground_factor, fg_fraction)
     weight_images = [class_weight_image(t > 0, factor) for t in targets]
@@ -290,6 +294,7 @@ def train(
         optimizer = torch.optim.RMSprop(model.parameters(), lr=sched.learning_rate)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=sched.learning_rate, weight_decay=sched.weight_decay)
+    net = distributed.wrap(model, dinfo, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
 
     state: dict[str, Any] = {"iteration": 0, "total": sched.iterations, "best_score": -1.0, "best_state": None,
@@ -310,6 +315,8 @@ def train(
         state.update(ckpt["state"])
 
     def save_checkpoint() -> None:
+        if not dinfo.is_main:
+            return
         payload = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
@@ -320,7 +327,7 @@ def train(
 
     # ---------------------------------------------------------------- loop
     bar = None
-    if progress:
+    if progress and dinfo.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=state["total"], initial=state["iteration"], desc="train", unit="it", dynamic_ncols=True)
@@ -346,7 +353,7 @@ def train(
         w = torch.from_numpy(np.stack(batch_w)).to(device)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, use_amp):
-            logits = model(x)
+            logits = net(x)
         loss = weighted_softmax_loss(logits, t, w)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -364,7 +371,7 @@ def train(
             elif timed_from is not None and (it == timed_from[0] + 10 or it % sched.eval_every == 0):
                 per_it = (time.perf_counter() - timed_from[1]) / (it - timed_from[0])
                 budget = tcfg.max_minutes * 60.0 * 0.95 - state["elapsed_s"]  # 5 % for the last validation and saving
-                state["total"] = max(it, min(sched.iterations, it + int(budget / per_it)))
+                state["total"] = distributed.agree(max(it, min(sched.iterations, it + int(budget / per_it))), dinfo)
                 if bar is not None:
                     bar.total = state["total"]
 
@@ -402,6 +409,10 @@ def train(
         bar.close()
     save_checkpoint()
 
+    if not dinfo.is_main:  # rank 0 writes the model directory
+        distributed.barrier(dinfo)
+        distributed.teardown(dinfo)
+        return list(state["history"])
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
@@ -410,6 +421,9 @@ def train(
             "train_images": len(train_idx), "validation_images": len(val_images),
             "validation_indices": [int(i) for i in val_idx], "device": str(device),
             "bfloat16": use_amp, "schedule": dataclasses.asdict(sched), "train_seconds": round(state["elapsed_s"], 1)}
+    info["processes"] = dinfo.world
     info.update(extra or {})
     save_model_dir(out_dir, model, cfg, state["history"], info)
+    distributed.barrier(dinfo)
+    distributed.teardown(dinfo)
     return list(state["history"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -92,6 +93,9 @@ def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path 
     from stainseg.train.loop import train
 
     out = Path(out)
+    rank = int(os.environ.get("RANK", "0"))
+    if labels_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise StainsegError("under torchrun, make the labels once first (stainseg groundtruth EXP -o GT), then train with --labels GT")
     if labels_dir is None:
         labels_dir = out / "groundtruth"
         summary = run_groundtruth(cfg, labels_dir, progress=progress)
@@ -102,6 +106,8 @@ def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path 
     facts["plane_names"] = input_channel_names(cfg, labels_dir)
     history = train(images, labels, cfg, out, resume=resume, progress=progress,
                     extra={"input_channels": list(cfg.channels.input), **facts})
+    if rank != 0:  # under torchrun, rank 0 finishes the model directory
+        return dict(history[-1]) if history else {}
     if cfg.segment.dilation is None:
         calibrate_on_validation(out, images, labels)
     qc = labels_dir / "qc.csv"
