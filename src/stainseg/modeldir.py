@@ -151,11 +151,17 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
         raise StainsegError(f"model config is unreadable ({exc}); re-run 'stainseg train' to rewrite the model folder") from None
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated zip, garbage, a pickle that is not a plain state dict ...
+        raise StainsegError("weights are corrupt or truncated (not a readable PyTorch state dict); "
+                            "copy the model folder again or re-run 'stainseg train'", weights_path) from None
+    try:
         model = StainNet(cfg.model)
         model.load_state_dict(state)
-    except Exception as exc:  # truncated zip, pickle error, shape mismatch ...
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise StainsegError(f"weights are corrupt or do not match config.toml ({reason}); re-run 'stainseg train'", weights_path) from None
+    except Exception as exc:  # missing / unexpected keys, shape mismatch
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        reason = (lines[1] if len(lines) > 1 else lines[0])[:160]
+        raise StainsegError(f"weights do not match config.toml ({reason}); keep model.pt and config.toml of one training run "
+                            "or re-run 'stainseg train'", weights_path) from None
     return model.to(device).eval(), cfg, meta
 
 

@@ -52,7 +52,17 @@ def _plate_fields(cfg: ExperimentConfig, sets: list[ImageSet]) -> dict[str, np.n
     """One illumination function per stain channel from all end-point sets (CellProfiler's plate median)."""
     from stainseg.groundtruth.illumination import plate_illumination
 
-    return {ch: plate_illumination([s.load(ch).mean(axis=0) for s in sets]) for ch in stain_channels(cfg)}
+    fields = {}
+    for ch in stain_channels(cfg):
+        images = [sets[0].load(ch).mean(axis=0)]
+        for s in sets[1:]:
+            images.append(s.load(ch).mean(axis=0))
+            if images[-1].shape != images[0].shape:
+                raise StainsegError(f"image set {s.name} is {images[-1].shape} pixels but {sets[0].name} is {images[0].shape}; "
+                                    "plate illumination needs equally sized images: set [groundtruth] illumination = \"spline\"",
+                                    s.files(ch)[0])
+        fields[ch] = plate_illumination(images)
+    return fields
 
 
 def _gt_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -90,8 +100,21 @@ def run_groundtruth(cfg: ExperimentConfig, out: str | Path, preview: bool = Fals
                     workers: int = 0, scheduler: str | None = None, progress: bool = True) -> GroundTruthSummary:
     """Make automatic labels for every end-point image set of the experiment.
 
-    Returns a summary; raises :class:`StainsegError` when nothing could be labelled.
+    One process writes an OUT at a time (``OUT/.stainseg.lock``); temporaries left by a killed
+    run are removed first. Returns a summary; raises :class:`StainsegError` when nothing could be labelled.
     """
+    from stainseg.io.atomic import remove_stale_temps
+    from stainseg.io.lock import folder_lock
+
+    out = Path(out)
+    with folder_lock(out, "stainseg groundtruth"):
+        for sub in ("", "labels", "records", "previews"):
+            remove_stale_temps(out / sub)
+        return _run_groundtruth(cfg, out, preview=preview, force=force, workers=workers, scheduler=scheduler, progress=progress)
+
+
+def _run_groundtruth(cfg: ExperimentConfig, out: Path, preview: bool, force: bool, workers: int, scheduler: str | None,
+                     progress: bool) -> GroundTruthSummary:
     from stainseg.groundtruth.qc import QC_RULES, qc_table
 
     t0 = time.time()
@@ -105,19 +128,20 @@ def run_groundtruth(cfg: ExperimentConfig, out: str | Path, preview: bool = Fals
         (out / "illumination").mkdir(parents=True, exist_ok=True)
         for ch, fld in _plate_fields(cfg, sets).items():
             np.save(out / "illumination" / f"{ch}.npy", fld.astype(np.float32))
-            plate[ch] = str(out / "illumination" / f"{ch}.npy")
+            plate[ch] = str(out.resolve() / "illumination" / f"{ch}.npy")
     (out / "labels").mkdir(parents=True, exist_ok=True)
     (out / "records").mkdir(parents=True, exist_ok=True)
     cfg_dict = config_to_dict(cfg)
     cfg_dict["root"] = str(cfg.root_path.resolve())
     tasks = [{
         "config": cfg_dict, "source": cfg.source, "fields": s.fields,
-        "channels": {k: [str(p) for p in v] for k, v in s.channels.items()},
-        "label_path": str(out / "labels" / f"{s.name}.tif"), "record_path": str(out / "records" / f"{s.name}.json"),
-        "preview_path": str(out / "previews" / f"{s.name}.png") if preview else "",
+        "channels": {k: [str(p.resolve()) for p in v] for k, v in s.channels.items()},  # absolute: workers run elsewhere
+        "label_path": str(out.resolve() / "labels" / f"{s.name}.tif"), "record_path": str(out.resolve() / "records" / f"{s.name}.json"),
+        "preview_path": str(out.resolve() / "previews" / f"{s.name}.png") if preview else "",
         "plate_fields": plate, "test": is_test(cfg, s), "force": force,
     } for s in sets]
-    result = map_tasks(_gt_task, tasks, [s.name for s in sets], workers=workers, scheduler=scheduler, desc="ground truth", progress=progress)
+    result = map_tasks(_gt_task, tasks, [s.name for s in sets], workers=workers, scheduler=scheduler, desc="ground truth", progress=progress,
+                        shared=[str(out.resolve()), str(cfg.root_path.resolve())])
     rows = [r for r in result.results if r is not None]
     if not rows:
         first = result.failed[0][1] if result.failed else "no image sets"

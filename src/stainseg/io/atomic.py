@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -53,6 +54,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path's mkstemp makes
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the hidden temporaries (``.<name>.XXXXXXXX.tmp``) a killed writer left in ``folder``.
+
+    Call it only while holding the folder's lock (:func:`stainseg.io.lock.folder_lock`), so that no
+    live writer's temporary is removed. Returns the removed paths.
+    """
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if _TEMP_NAME.match(path.name) and path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 def write_text(path: str | Path, text: str) -> None:

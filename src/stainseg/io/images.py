@@ -5,8 +5,11 @@ Images are returned with their original dtype; conversion is always explicit (:f
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -65,23 +68,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise StainsegError("file not found; check the path (and the experiment's root)", path)
     kind = _sniff(path)
     try:
-        if kind == "tiff":
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                if not tif.pages or len(tif.pages) == 0:
-                    raise ValueError("no pages")
-                data = tif.asarray()
-        elif kind == "zarr":
-            import zarr
-
-            data = np.asarray(zarr.open(str(path), mode="r"))
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                im.load()
-                data = np.asarray(im)
+        with _quiet_readers():
+            data = _read(path, kind)
     except StainsegError:
         raise
     except MemoryError:
@@ -96,9 +84,53 @@ def read_image(path: str | Path) -> np.ndarray:
     return data
 
 
+@contextlib.contextmanager
+def _quiet_readers() -> Iterator[None]:
+    """Keep tifffile's log lines and the readers' warnings about odd files off the user's terminal.
+
+    What is wrong with a file is reported once, as the one-line :class:`StainsegError`.
+    """
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _read(path: Path, kind: str) -> np.ndarray:
+    """The array of one file whose kind is known (may raise anything on a corrupt file)."""
+    if kind == "tiff":
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            if not tif.pages or len(tif.pages) == 0:
+                raise ValueError("no pages")
+            return tif.asarray()
+    if kind == "zarr":
+        import zarr
+
+        return np.asarray(zarr.open(str(path), mode="r"))
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return np.asarray(im)
+
+
+def check_not_mask(image: np.ndarray, path: str | Path | None = None) -> np.ndarray:
+    """Refuse a binary (bool) array where a microscope image is expected; return ``image`` otherwise."""
+    if image.dtype == bool:
+        raise StainsegError("is a binary (bool) mask, not a microscope image; give the raw microscope image", path)
+    return image
+
+
 def read_plane(path: str | Path) -> np.ndarray:
     """Read a file that must hold exactly one 2-D grayscale plane (RGB with equal channels is accepted)."""
-    data = read_image(path)
+    data = check_not_mask(read_image(path), path)
     data = np.squeeze(data)
     if data.ndim == 3 and data.shape[-1] in (3, 4):
         rgb = data[..., :3]

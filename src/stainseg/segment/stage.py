@@ -17,10 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from stainseg.errors import StainsegError
-from stainseg.io.atomic import read_csv, write_csv, write_json
+from stainseg.io.atomic import read_csv, remove_stale_temps, write_csv, write_json
 from stainseg.io.images import read_image, write_image, write_labels
 from stainseg.io.lock import folder_lock
-from stainseg.parallel import map_tasks
+from stainseg.parallel import map_tasks, note_load
 from stainseg.provenance import provenance
 
 _MODELS: dict[str, Any] = {}  # one loaded model per worker process, keyed by model dir
@@ -49,6 +49,7 @@ def _loaded(model_dir: str) -> tuple[Any, Any, dict[str, Any]]:
         model, cfg, meta = load_model(model_dir)
         predictor = TorchPredictor(model, device=cfg.segment.device, bfloat16=cfg.segment.bfloat16)
         _MODELS[model_dir] = (predictor, cfg, meta)
+        note_load(f"model {model_dir}")  # counted per process: once per Dask worker
     return _MODELS[model_dir]
 
 
@@ -61,7 +62,13 @@ def load_meta(model_dir: str | Path) -> dict[str, Any]:
 
 def as_channels_first(image: np.ndarray, n_channels: int, path: str | Path) -> np.ndarray:
     """Arrange a file's array as (C, Y, X) for a model with ``n_channels`` inputs, or fail in one line."""
+    shape = np.shape(image)
     image = np.squeeze(image)
+    if image.ndim < 2:
+        raise StainsegError(f"image is only {' x '.join(map(str, shape))} pixels; too small to segment", path)
+    if image.ndim == 3 and image.shape[-1] in (3, 4) and n_channels not in (image.shape[0], image.shape[-1]):
+        raise StainsegError(f"is a colour (RGB) image but the model expects {n_channels} grayscale channel(s); "
+                            "give the grayscale microscope image (see MODEL/model.json)", path)
     if image.ndim == 2:
         image = image[None]
     if image.ndim == 3 and image.shape[0] != n_channels and image.shape[-1] == n_channels and n_channels <= 4:
@@ -132,12 +139,15 @@ def _segment_task(task: dict[str, Any]) -> dict[str, Any]:
         iset = ImageSet(fields=task["fields"], channels={k: [Path(p) for p in v] for k, v in task["channels"].items()})
         stack = iset.load_stack(meta["input_channels"])
         if stack.shape[0] != n_in:
-            raise StainsegError(f"image set {name} has {stack.shape[0]} input planes but the model expects {n_in}; check the z-planes of {meta['input_channels']}")
+            found = ", ".join(p.name for ch in meta["input_channels"] for p in iset.files(ch))
+            raise StainsegError(f"image set {name} has {stack.shape[0]} input planes ({found}) but the model expects {n_in}; "
+                                f"add the missing z-planes of {', '.join(meta['input_channels'])} or leave the image set out",
+                                iset.files(meta["input_channels"][0])[0].parent)
         sources = [str(p) for ch in meta["input_channels"] for p in iset.files(ch)]
     else:
-        from stainseg.io.images import as_float
+        from stainseg.io.images import as_float, check_not_mask
 
-        raw = read_image(task["path"])
+        raw = check_not_mask(read_image(task["path"]), task["path"])
         stack = as_channels_first(as_float(raw, task["path"]), n_in, task["path"])
         sources = [task["path"]]
     result = segment_array(stack, predictor, cfg, meta)
@@ -171,7 +181,10 @@ def _run(model_dir: Path, tasks: list[dict[str, Any]], names: list[str], out: Pa
     with folder_lock(out, "stainseg segment"):
         for sub in ("labels", "records"):
             (out / sub).mkdir(parents=True, exist_ok=True)
-        result = map_tasks(_segment_task, tasks, names, workers=workers, scheduler=scheduler, desc="segment")
+        for sub in ("", "labels", "records", "probability", "uncertainty"):
+            remove_stale_temps(out / sub)  # left by a killed run; safe under the lock
+        result = map_tasks(_segment_task, tasks, names, workers=workers, scheduler=scheduler, desc="segment",
+                           shared=[str(out.resolve()), str(model_dir.resolve())])
         rows = [r for r in result.results if r is not None]
         cells: list[dict[str, Any]] = []
         for r in rows:
@@ -226,5 +239,5 @@ def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out:
     if not sets:
         raise StainsegError(f"no image set has the model's input channels {meta['input_channels']}; check [channels] input", cfg.source)
     tasks = [{**_base_task(model_dir, out, s.name, save_probability, save_uncertainty, resume), "fields": s.fields,
-              "channels": {k: [str(p) for p in v] for k, v in s.channels.items()}} for s in sets]
+              "channels": {k: [str(Path(p).resolve()) for p in v] for k, v in s.channels.items()}} for s in sets]
     return _run(model_dir, tasks, [s.name for s in sets], out, {"experiment": cfg.source}, workers, scheduler, output_format)
