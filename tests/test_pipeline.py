@@ -58,6 +58,7 @@ def test_rerun_skips_complete_stages(run_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "out"
     shutil.copytree(run_dir, copy)
     before = (copy / "model" / "model.pt").read_bytes()
+    stamps = {stage: (copy / stage / "DONE.json").stat().st_mtime_ns for stage in ("groundtruth", "model", "evaluation")}
     shutil.rmtree(copy / "tracking")  # as if killed during tracking
     (copy / "segmentation" / "DONE.json").unlink()  # ... and segmentation had not been marked done
     cfg = demo_config(run_dir.parent / "experiment")
@@ -65,7 +66,9 @@ def test_rerun_skips_complete_stages(run_dir: Path, tmp_path: Path) -> None:
     cfg.train.checkpoint_every = 10
     result = run_experiment(cfg, copy)
     assert (copy / "model" / "model.pt").read_bytes() == before
-    assert result.timings["model"] == 0.0 and result.timings["groundtruth"] == 0.0
+    for stage, stamp in stamps.items():  # complete stages were not redone
+        assert (copy / stage / "DONE.json").stat().st_mtime_ns == stamp, stage
+    assert result.timings["model"] == json.loads((copy / "model" / "DONE.json").read_text())["seconds"]
     assert result.figures["tracking link accuracy"] == pytest.approx(json.loads((run_dir / "run.json").read_text())["figures"]["tracking link accuracy"])
 
 

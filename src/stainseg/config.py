@@ -111,6 +111,10 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bfloat16: bool = True
     """bfloat16 autocast on CPUs that support it (mixed precision on CUDA)."""
+    separate_touching: bool = True
+    """2class targets: pixels where two objects touch are background (U-Net style separation lines).
+    Measured on the synthetic time-lapse (dense touching cells): 94.5 % of cells with F >= 0.6 against
+    45.0 % without (docs/network.md)."""
     per_well: bool = False
     """One model per well (the paper's recommendation against inter-well variation)."""
     max_minutes: Optional[float] = None

@@ -46,7 +46,7 @@ def _stage(out: Path, name: str, force: bool, timings: dict[str, float], func: C
     done = folder / "DONE.json"
     if done.exists() and not force:
         record = json.loads(done.read_text())
-        timings[name] = 0.0
+        timings[name] = float(record.get("seconds", 0.0))  # what it took when it ran
         print(f"[{name}] complete, skipped (use --force to redo)", flush=True)
         return record
     print(f"[{name}] ...", flush=True)

@@ -19,10 +19,11 @@ from stainseg.report import figures
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
 th{background:#f4f4f4}tr.excluded td{background:#fde2e2}td.l,th.l{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:4px 0}.fig{display:inline-block;vertical-align:top;margin-right:1em}
 .big{font-size:1.25em;font-weight:600}.note{color:#666;font-size:.9em}
+td.reason{text-align:left;min-width:24em;font-size:.9em}.prev img{width:330px}
 """
 
 
@@ -41,7 +42,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str], row_class: Any = None
     body = []
     for r in rows[:limit]:
         cls = row_class(r) if row_class else ""
-        cells = "".join(f'<td class="{"l" if i == 0 or c == "reason" else ""}">{html.escape(_fmt(r.get(c, "")))}</td>' for i, c in enumerate(columns))
+        cells = "".join(f'<td class="{"reason" if c == "reason" else "l" if i == 0 else ""}">{html.escape(_fmt(r.get(c, "")))}</td>' for i, c in enumerate(columns))
         body.append(f'<tr class="{cls}">{cells}</tr>')
     more = f'<p class="note">… {len(rows) - limit} more rows in the CSV</p>' if len(rows) > limit else ""
     return f"<table><tr>{head}</tr>{''.join(body)}</table>{more}"
@@ -81,7 +82,7 @@ def _qc_section(out: Path) -> str:
     cols = list(rows[0]) if rows else []
     excluded = [r for r in rows if r.get("exclude") == "True"]
     previews = sorted((out / "groundtruth" / "previews").glob("*.png"))[:3]
-    pics = "".join(f'<div class="fig">{_img_file(p, p.stem)}<br><span class="note">{html.escape(p.stem)}</span></div>' for p in previews)
+    pics = "".join(f'<div class="fig prev">{_img_file(p, p.stem)}<br><span class="note">{html.escape(p.stem)}</span></div>' for p in previews)
     return ("<h2>Automatic labels and their quality control</h2>"
             f"<p>{len(rows)} end-point image sets labelled from the stains; <b>{len(excluded)}</b> excluded from training by QC "
             "(outside median &plusmn; MADs of the plate; reason in the last column).</p>"

@@ -20,7 +20,25 @@ __all__ = ["targets_from_labels", "mirror_extend", "mirror_crop", "random_sample
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 
 
-def targets_from_labels(labels: np.ndarray, head: str = "3class", boundary_mode: str = "inner") -> np.ndarray:
+def touching_pixels(labels: np.ndarray) -> np.ndarray:
+    """Object pixels with a 4-neighbour that belongs to a different object (not background)."""
+    labels = np.asarray(labels)
+    touch = np.zeros(labels.shape, bool)
+    for axis in (0, 1):
+        a = labels.take(range(0, labels.shape[axis] - 1), axis=axis)
+        b = labels.take(range(1, labels.shape[axis]), axis=axis)
+        differ = (a != b) & (a > 0) & (b > 0)
+        lead = [slice(None)] * 2
+        lead[axis] = slice(0, labels.shape[axis] - 1)
+        trail = [slice(None)] * 2
+        trail[axis] = slice(1, labels.shape[axis])
+        touch[tuple(lead)] |= differ
+        touch[tuple(trail)] |= differ
+    return touch
+
+
+def targets_from_labels(labels: np.ndarray, head: str = "3class", boundary_mode: str = "inner",
+                        separate_touching: bool = False) -> np.ndarray:
     """Per-pixel class targets from an instance label image.
 
     Parameters
@@ -34,6 +52,10 @@ def targets_from_labels(labels: np.ndarray, head: str = "3class", boundary_mode:
         keeps every boundary pixel inside its object, so interior + boundary is exactly the
         object; it also marks where touching objects meet.
 
+    separate_touching : bool
+        2class only: pixels where two objects touch become background, so that the network learns
+        to leave a gap between touching objects and the watershed separates them.
+
     Returns
     -------
     ndarray of uint8, shape (Y, X)
@@ -41,6 +63,8 @@ def targets_from_labels(labels: np.ndarray, head: str = "3class", boundary_mode:
     labels = np.asarray(labels)
     foreground = labels > 0
     if head == "2class":
+        if separate_touching:  # a background line where two objects meet (as in U-Net), so they separate
+            foreground &= ~touching_pixels(labels)
         return foreground.astype(np.uint8)
     if head != "3class":
         raise ValueError(f"unknown head {head!r}; use '2class' or '3class'")

@@ -185,6 +185,7 @@ def _split(n_images: int, fraction: float, rng: np.random.Generator) -> tuple[li
 
 
 VALIDATION_IMAGES, VALIDATION_SIZE = 8, 256
+FEW_IMAGES = 4  # below this many training images, validate on a strip of each instead of whole images
 
 
 def _validation_crops(images: list[np.ndarray], targets: list[np.ndarray], count: int, size: int):
@@ -265,19 +266,24 @@ def train(
 
     # ---------------------------------------------------------------- data
     images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
-    targets = [targets_from_labels(lab, cfg.model.head) for lab in labels]
+    targets = [targets_from_labels(lab, cfg.model.head, separate_touching=cfg.train.separate_touching) for lab in labels]
     train_idx, val_idx = _split(len(images), tcfg.validation_fraction, rng)
     regions: list[Optional[tuple[slice, slice]]] = [None] * len(images)
     val_images: list[np.ndarray] = [images[i] for i in val_idx]
     val_targets: list[np.ndarray] = [targets[i] for i in val_idx]
-    if len(images) == 1 and tcfg.validation_fraction > 0:
-        # one image: hold out a strip on the right (its width = the fraction, at least 32 px)
-        nx = images[0].shape[-1]
-        cut = nx - max(32, int(round(tcfg.validation_fraction * nx)))
-        if cut >= 32:
-            regions[0] = (slice(None), slice(0, cut))
-            val_images = [images[0][:, :, cut:]]
-            val_targets = [targets[0][:, cut:]]
+    strips: dict[int, int] = {}
+    if len(images) < FEW_IMAGES and tcfg.validation_fraction > 0:
+        # few images: train on all of them and validate on a strip on the right of each (fraction wide, >= 32 px)
+        train_idx, val_images, val_targets = list(range(len(images))), [], []
+        for i, image in enumerate(images):
+            nx = image.shape[-1]
+            cut = nx - max(32, int(round(tcfg.validation_fraction * nx)))
+            if cut >= 32:
+                strips[i] = cut
+                regions[i] = (slice(None), slice(0, cut))
+                val_images.append(image[:, :, cut:])
+                val_targets.append(targets[i][:, cut:])
+        val_idx = []
     # validation must stay cheap: at most 8 images, centre crops of at most 256 x 256 (~0.5 Mpx)
     val_images, val_targets = _validation_crops(val_images, val_targets, VALIDATION_IMAGES, VALIDATION_SIZE)
     if dinfo.enabled:  # same split and initialisation on every rank, different crops
@@ -419,7 +425,7 @@ def train(
     info = {"foreground_fraction": fg_fraction, "foreground_factor": factor, "iterations_run": state["iteration"],
             "iterations_planned": sched.iterations, "stopped_early": stopped_early, "best_val_score": state["best_score"],
             "train_images": len(train_idx), "validation_images": len(val_images),
-            "validation_indices": [int(i) for i in val_idx], "device": str(device),
+            "validation_indices": [int(i) for i in val_idx], "validation_strips": {str(i): c for i, c in strips.items()}, "device": str(device),
             "bfloat16": use_amp, "schedule": dataclasses.asdict(sched), "train_seconds": round(state["elapsed_s"], 1)}
     info["processes"] = dinfo.world
     info.update(extra or {})

@@ -76,8 +76,13 @@ def calibrate_on_validation(model_dir: Path, images: Sequence[np.ndarray], label
 
     from stainseg.train.calibrate import calibrate_dilation
 
-    held = json.loads((model_dir / "model.json").read_text()).get("training", {}).get("validation_indices") or list(range(len(images)))
-    record = calibrate_dilation(model_dir, [images[i] for i in held], [labels[i] for i in held])
+    training = json.loads((model_dir / "model.json").read_text()).get("training", {})
+    strips = {int(i): int(c) for i, c in (training.get("validation_strips") or {}).items()}
+    if strips:
+        record = calibrate_dilation(model_dir, [images[i][:, :, c:] for i, c in strips.items()], [labels[i][:, c:] for i, c in strips.items()])
+    else:
+        held = training.get("validation_indices") or list(range(len(images)))
+        record = calibrate_dilation(model_dir, [images[i] for i in held], [labels[i] for i in held])
     print(f"dilation calibrated on {record['images']} validation images: {record['dilation']} x {record['dilation']} "
           f"(paper: {record['paper_default']})", flush=True)
     return record
