@@ -58,7 +58,8 @@ def test_rerun_skips_complete_stages(run_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "out"
     shutil.copytree(run_dir, copy)
     before = (copy / "model" / "model.pt").read_bytes()
-    stamps = {stage: (copy / stage / "DONE.json").stat().st_mtime_ns for stage in ("groundtruth", "model", "evaluation")}
+    stamps = {stage: (copy / stage / "DONE.json").stat().st_mtime_ns for stage in ("groundtruth", "model")}
+    labels_before = {p.name: p.read_bytes() for p in (copy / "segmentation" / "labels").glob("*.tif")}
     shutil.rmtree(copy / "tracking")  # as if killed during tracking
     (copy / "segmentation" / "DONE.json").unlink()  # ... and segmentation had not been marked done
     cfg = demo_config(run_dir.parent / "experiment")
@@ -69,6 +70,9 @@ def test_rerun_skips_complete_stages(run_dir: Path, tmp_path: Path) -> None:
     for stage, stamp in stamps.items():  # complete stages were not redone
         assert (copy / stage / "DONE.json").stat().st_mtime_ns == stamp, stage
     assert result.timings["model"] == json.loads((copy / "model" / "DONE.json").read_text())["seconds"]
+    # segmentation resumed (same model): identical labels; later stages were redone after it
+    assert {p.name: p.read_bytes() for p in (copy / "segmentation" / "labels").glob("*.tif")} == labels_before
+    assert (copy / "tracking" / "DONE.json").exists()
     assert result.figures["tracking link accuracy"] == pytest.approx(json.loads((run_dir / "run.json").read_text())["figures"]["tracking link accuracy"])
 
 

@@ -40,18 +40,26 @@ class RunResult:
         return "\n".join(lines)
 
 
-def _stage(out: Path, name: str, force: bool, timings: dict[str, float], func: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Run one stage into OUT/name unless its DONE.json says it is complete; return its record."""
+def _stage(out: Path, name: str, redo: dict[str, bool], timings: dict[str, float], func: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run one stage into OUT/name unless its DONE.json says it is complete; return its record.
+
+    ``redo["all"]`` forces the stage; once a stage has run, every later stage is redone too (its
+    inputs changed), so a retrained model never meets segmentations of the old one.
+    """
     folder = out / name
     done = folder / "DONE.json"
-    if done.exists() and not force:
+    if done.exists() and not redo["all"]:
         record = json.loads(done.read_text())
         timings[name] = float(record.get("seconds", 0.0))  # what it took when it ran
         print(f"[{name}] complete, skipped (use --force to redo)", flush=True)
         return record
     print(f"[{name}] ...", flush=True)
+    fresh = redo["all"]  # forced: do not reuse partial outputs either
+    redo["all"] = True
+    if done.exists():
+        done.unlink()
     t0 = time.time()
-    record = func(folder) or {}
+    record = func(folder, fresh) or {}
     timings[name] = time.time() - t0
     record["seconds"] = round(timings[name], 2)
     write_json(done, record)
@@ -79,16 +87,16 @@ def _manual_file(cfg: ExperimentConfig, iset: ImageSet) -> Path | None:
 
 
 def _train_stage(cfg: ExperimentConfig, gt: Path) -> Callable[[Path], dict[str, Any]]:
-    def run(folder: Path) -> dict[str, Any]:
+    def run(folder: Path, fresh: bool) -> dict[str, Any]:
         from stainseg.train.stage import run_training
 
         if not cfg.train.per_well:
-            history = run_training(cfg, folder, labels_dir=gt, resume=True)
+            history = run_training(cfg, folder, labels_dir=gt, resume=not fresh)
             return {"models": {"all": str(folder)}, "final": history}
         wells = sorted({r.get("well", "") for r in read_csv(gt / "index.csv")})
         models = {}
         for well in wells:
-            history = run_training(cfg, folder / well, labels_dir=gt, resume=True, wells=[well])
+            history = run_training(cfg, folder / well, labels_dir=gt, resume=not fresh, wells=[well])
             models[well] = str(folder / well)
         return {"models": models, "final": history}
 
@@ -96,14 +104,14 @@ def _train_stage(cfg: ExperimentConfig, gt: Path) -> Callable[[Path], dict[str, 
 
 
 def _segment_stage(cfg: ExperimentConfig, models: dict[str, str]) -> Callable[[Path], dict[str, Any]]:
-    def run(folder: Path) -> dict[str, Any]:
+    def run(folder: Path, fresh: bool) -> dict[str, Any]:
         from stainseg.segment.stage import segment_experiment
 
         sets = scan(cfg).image_sets
         rows, failed = [], []
         for key, model in models.items():
             chosen = [s.name for s in sets if key == "all" or same_value(s.fields.get("well", ""), key)]
-            result = segment_experiment(model, cfg, folder / ("" if key == "all" else key), resume=True, only=chosen)
+            result = segment_experiment(model, cfg, folder / ("" if key == "all" else key), resume=not fresh, only=chosen)
             rows += result.rows
             failed += result.failed
         if len(models) > 1:  # one table for the whole plate
@@ -133,7 +141,7 @@ def _label_path(seg: Path, name: str) -> Path:
 
 
 def _evaluate_stage(cfg: ExperimentConfig, gt: Path, seg: Path) -> Callable[[Path], dict[str, Any]]:
-    def run(folder: Path) -> dict[str, Any]:
+    def run(folder: Path, fresh: bool) -> dict[str, Any]:
         from stainseg.evaluate.stage import evaluate_arrays, write_evaluation
 
         sets = _sets_by_name(cfg)
@@ -181,7 +189,7 @@ def _headline(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tracking_stage(cfg: ExperimentConfig, seg: Path) -> Callable[[Path], dict[str, Any]]:
-    def run(folder: Path) -> dict[str, Any]:
+    def run(folder: Path, fresh: bool) -> dict[str, Any]:
         from stainseg.tracking import endpoint_identity, link_accuracy, track_frames
 
         sets = list(_sets_by_name(cfg).values())
@@ -258,12 +266,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, force: bool = False) 
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.toml")
     timings: dict[str, float] = {}
-    gt_rec = _stage(out, "groundtruth", force, timings,
-                    lambda f: {"text": run_groundtruth(cfg, f, preview=True, force=force).text()})
-    train_rec = _stage(out, "model", force, timings, _train_stage(cfg, out / "groundtruth"))
-    seg_rec = _stage(out, "segmentation", force, timings, _segment_stage(cfg, train_rec["models"]))
-    eval_rec = _stage(out, "evaluation", force, timings, _evaluate_stage(cfg, out / "groundtruth", out / "segmentation"))
-    track_rec = _stage(out, "tracking", force, timings, _tracking_stage(cfg, out / "segmentation"))
+    redo = {"all": force}
+    gt_rec = _stage(out, "groundtruth", redo, timings,
+                    lambda f, fresh: {"text": run_groundtruth(cfg, f, preview=True, force=fresh).text()})
+    train_rec = _stage(out, "model", redo, timings, _train_stage(cfg, out / "groundtruth"))
+    seg_rec = _stage(out, "segmentation", redo, timings, _segment_stage(cfg, train_rec["models"]))
+    eval_rec = _stage(out, "evaluation", redo, timings, _evaluate_stage(cfg, out / "groundtruth", out / "segmentation"))
+    track_rec = _stage(out, "tracking", redo, timings, _tracking_stage(cfg, out / "segmentation"))
     figures = _figures(gt_rec, train_rec, seg_rec, eval_rec, track_rec)
     t0 = time.time()
     write_report(out, cfg, figures, timings)
