@@ -58,13 +58,23 @@ def _fmt(value: Any) -> str:
     return f"{f:.3g}" if abs(f) < 1000 else f"{f:.0f}"
 
 
-def _run_section(cfg: ExperimentConfig, figures_: dict[str, Any], timings: dict[str, float]) -> str:
+def _dilation_text(cfg: ExperimentConfig, out: Path) -> str:
+    """The dilation the segmentation used: the model's (calibrated) one when there is a model."""
+    metas = sorted((out / "model").glob("**/model.json"))
+    if not metas:
+        return f"{cfg.dilation()} × {cfg.dilation()}"
+    values = sorted({int(json.loads(m.read_text()).get("dilation", cfg.dilation())) for m in metas})
+    calibrated = any("dilation_calibration" in json.loads(m.read_text()) for m in metas)
+    return ", ".join(f"{d} × {d}" for d in values) + (" (calibrated on validation images)" if calibrated else "")
+
+
+def _run_section(cfg: ExperimentConfig, figures_: dict[str, Any], timings: dict[str, float], out: Path) -> str:
     rows = [("experiment", cfg.name or cfg.source), ("objects", cfg.objects), ("network input", ", ".join(cfg.channels.input)),
             ("labels from", ", ".join(c for c in (cfg.channels.nuclei, cfg.channels.cytoplasm if cfg.objects == "cells" else None) if c)),
             ("held-out", ", ".join(filter(None, [f"sites {cfg.split.test_sites}" if cfg.split.test_sites else "",
                                                  f"wells {cfg.split.test_wells}" if cfg.split.test_wells else "",
                                                  f"{cfg.split.test_fraction:.0%} at random" if cfg.split.test_fraction else ""])) or "none"),
-            ("training preset", cfg.train.preset), ("dilation after segmentation", f"{cfg.dilation()} × {cfg.dilation()}")]
+            ("training preset", cfg.train.preset), ("dilation after segmentation", _dilation_text(cfg, out))]
     rows += [(f"time: {k}", f"{v:.1f} s") for k, v in timings.items()]
     table = "".join(f'<tr><th class="l">{html.escape(str(k))}</th><td class="l">{html.escape(str(v))}</td></tr>' for k, v in rows)
     figs = "".join(f'<tr><th class="l">{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>' for k, v in figures_.items())
@@ -192,7 +202,7 @@ def write_report(out: str | Path, cfg: ExperimentConfig, figures_: dict[str, Any
     body = [f"<h1>stainseg report: {html.escape(cfg.name or Path(cfg.source or 'experiment').stem)}</h1>",
             '<p class="note">Cells segmented in label-free images by a network trained only on labels made automatically from '
             "end-point stains (Sadanandan et al., Sci. Rep. 2017). Every figure below was computed by this run.</p>",
-            _run_section(cfg, figures_, timings), _qc_section(out), _training_section(out), _evaluation_section(out),
+            _run_section(cfg, figures_, timings, out), _qc_section(out), _training_section(out), _evaluation_section(out),
             _segmentation_section(out, cfg, sets), _tracking_section(out, cfg, sets)]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>stainseg report</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
     write_text(out / "report.html", page)
