@@ -36,7 +36,7 @@ def test_depth_and_width_are_config_choices():
     large = StainNet(ModelConfig(in_channels=1, base_width=8, depth=4, residual_blocks=4))
     assert count_parameters(small) < count_parameters(large)
     with torch.no_grad():
-        assert large.eval()(torch.randn(1, 1, 50, 70)).shape == (1, 3, 50, 70)
+        assert large.eval()(torch.randn(1, 1, 50, 70)).shape == (1, large.n_classes, 50, 70)
 
 
 def test_paper_scale_and_summary():

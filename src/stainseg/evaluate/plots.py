@@ -43,6 +43,16 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
+def _label_axes(ax, xlabel: str, ylabel: str, title: str, legend: bool) -> None:
+    """Axis labels, title, a light grid and (when there are lines) the legend in the lower left."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(loc="lower left", fontsize="small")
+
+
 def plot_fscore_curves(
     curves: Mapping[str, np.ndarray],
     path: str | Path,
@@ -88,12 +98,7 @@ def plot_fscore_curves(
     ax.axvline(headline, color="0.5", ls=":", lw=1)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(0, 102)
-    ax.set_xlabel("F-score threshold")
-    ax.set_ylabel("% of ground-truth objects with F-score ≥ threshold")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(loc="lower left", fontsize="small")
+    _label_axes(ax, "F-score threshold", "% of ground-truth objects with F-score ≥ threshold", title, legend=bool(curves))
     return _save(fig, path)
 
 
@@ -154,10 +159,5 @@ def plot_ap_iou(
         ax.plot(thresholds, np.asarray(sweep["f1"], dtype=float), "--s", color=colour, ms=3, alpha=0.8,
                 label=f"{name} F1")
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("IoU threshold")
-    ax.set_ylabel("score")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if sweeps:
-        ax.legend(loc="lower left", fontsize="small")
+    _label_axes(ax, "IoU threshold", "score", title, legend=bool(sweeps))
     return _save(fig, path)
