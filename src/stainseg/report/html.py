@@ -19,7 +19,7 @@ from stainseg.report import figures
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
 th{background:#f4f4f4}tr.excluded td{background:#fde2e2}td.l,th.l{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:4px 0}.fig{display:inline-block;vertical-align:top;margin-right:1em}
 .big{font-size:1.25em;font-weight:600}.note{color:#666;font-size:.9em}
@@ -96,7 +96,9 @@ def _qc_section(out: Path) -> str:
     return ("<h2>Automatic labels and their quality control</h2>"
             f"<p>{len(rows)} end-point image sets labelled from the stains; <b>{len(excluded)}</b> excluded from training by QC "
             "(outside median &plusmn; MADs of the plate; reason in the last column).</p>"
-            + _table(rows, cols, row_class=lambda r: "excluded" if r.get("exclude") == "True" else "")
+            + _table(excluded + [r for r in rows if r.get("exclude") != "True"] if len(rows) <= 20 else excluded + [r for r in rows if r.get("exclude") != "True"][:10],
+                     cols, row_class=lambda r: "excluded" if r.get("exclude") == "True" else "")
+            + ('<p class="note">Excluded image sets first; all rows are in <code>groundtruth/qc.csv</code>.</p>' if len(rows) > 20 else "")
             + f"<p>Outlines of the automatic labels over the stain:</p>{pics}")
 
 
