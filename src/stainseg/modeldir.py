@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import stainseg
-from stainseg.config import ExperimentConfig, config_from_dict, load_config, save_config
+from stainseg.config import ExperimentConfig, load_config, save_config
 from stainseg.errors import StainsegError
 from stainseg.io.atomic import atomic_path, write_csv, write_json, write_text
 from stainseg.train.model import StainNet, describe
