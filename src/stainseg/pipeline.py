@@ -8,20 +8,18 @@ stage, and inside a stage completed image sets (and training checkpoints) are re
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from stainseg.config import ExperimentConfig, load_config, save_config
 from stainseg.errors import StainsegError
 from stainseg.io.atomic import read_csv, write_csv, write_json
 from stainseg.io.images import read_labels
-from stainseg.io.layout import ImageSet, endpoint_sets, is_test, scan, same_value
+from stainseg.io.layout import ImageSet, endpoint_sets, is_test, same_value, scan, value_key
 from stainseg.provenance import provenance
 
 
@@ -168,7 +166,7 @@ def _evaluate_stage(cfg: ExperimentConfig, gt: Path, seg: Path) -> Callable[[Pat
             write_evaluation(res, folder / "mangt", name="mangt")
             figures["mangt"] = _headline(res)
             # the automatic labels themselves against the manual truth: what the network learned from
-            auto = {n: (read_labels(_manual_file(cfg, sets[n])), read_labels(gt / "labels" / f"{n}.tif"))
+            auto = {n: (man_pairs[n][0], read_labels(gt / "labels" / f"{n}.tif"))
                     for n in man_pairs if (gt / "labels" / f"{n}.tif").exists()}
             if auto:
                 res = evaluate_arrays(auto, group_by=group)
@@ -202,7 +200,7 @@ def _tracking_stage(cfg: ExperimentConfig, seg: Path) -> Callable[[Path], dict[s
         truth_tracks = _read_true_tracks(cfg)
         all_rows, accs = [], []
         for pos, group in positions.items():
-            group.sort(key=lambda s: float(s.fields["time"]) if s.fields["time"].replace(".", "").isdigit() else s.fields["time"])
+            group.sort(key=lambda s: value_key(s.fields["time"]))
             frames = [read_labels(_label_path(seg, s.name)) for s in group]
             rows = track_frames(frames)
             ident = endpoint_identity(rows)
@@ -315,12 +313,3 @@ def run_demo(out: str | Path, force: bool = False) -> RunResult:
     out = Path(out)
     cfg = demo_config(out / "experiment")
     return run_experiment(cfg, out, force=force)
-
-
-def read_tracks(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a tracks.csv."""
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-__all__ = ["run_experiment", "run_demo", "demo_config", "RunResult", "read_tracks", "np"]

@@ -90,15 +90,12 @@ class Layout:
         return "\n".join(lines)
 
 
-def _z_key(value: str) -> tuple[int, float | str]:
+def value_key(value: str) -> tuple[int, float | str]:
+    """Sort key for metadata values: numbers by value (``2`` before ``10``, ``1341.95`` before ``1352.25``), then text."""
     try:
         return (0, float(value))
     except ValueError:
         return (1, value)
-
-
-def _value_key(value: str) -> tuple[int, float | str]:
-    return _z_key(value)
 
 
 def same_value(a: str, b: str) -> bool:
@@ -146,13 +143,13 @@ def scan(cfg: ExperimentConfig) -> Layout:
         iset.channels.setdefault(channel, []).append(path)
     for iset in sets.values():
         for channel in iset.channels:
-            order = sorted(range(len(iset.z_values[channel])), key=lambda i: _z_key(iset.z_values[channel][i]))
+            order = sorted(range(len(iset.z_values[channel])), key=lambda i: value_key(iset.z_values[channel][i]))
             iset.channels[channel] = [iset.channels[channel][i] for i in order]
             iset.z_values[channel] = [iset.z_values[channel][i] for i in order]
     if not sets:
         example = f" (e.g. '{unmatched[0]}')" if unmatched else ""
         raise StainsegError(f"pattern matches no image file under {root}{example}; fix 'pattern' (it must match the whole path relative to root)", where)
-    ordered = sorted(sets.values(), key=lambda s: tuple(_value_key(s.fields.get(k, "")) for k in meta_fields))
+    ordered = sorted(sets.values(), key=lambda s: tuple(value_key(s.fields.get(k, "")) for k in meta_fields))
     incomplete = _find_incomplete(ordered)
     return Layout(image_sets=ordered, unmatched=unmatched, incomplete=incomplete, duplicates=duplicates)
 
@@ -186,7 +183,7 @@ def endpoint_sets(cfg: ExperimentConfig, sets: list[ImageSet]) -> list[ImageSet]
     last: dict[tuple, ImageSet] = {}
     for s in sets:
         pos = tuple((k, v) for k, v in s.fields.items() if k != "time")
-        if pos not in last or _value_key(s.fields["time"]) > _value_key(last[pos].fields["time"]):
+        if pos not in last or value_key(s.fields["time"]) > value_key(last[pos].fields["time"]):
             last[pos] = s
     return list(last.values())
 

@@ -13,7 +13,7 @@ import numpy as np
 from stainseg.config import ExperimentConfig
 from stainseg.io.atomic import read_csv, write_text
 from stainseg.io.images import read_labels
-from stainseg.io.layout import ImageSet, is_test, scan
+from stainseg.io.layout import ImageSet, is_test, scan, value_key
 from stainseg.report import figures
 
 CSS = """
@@ -177,7 +177,7 @@ def _tracking_section(out: Path, cfg: ExperimentConfig, sets: dict[str, ImageSet
     positions = sorted(set(pos_of.values()))
     held = [p for p in positions if any(is_test(cfg, sets[n]) for n in by_image if pos_of.get(n) == p)]
     pos = (held or positions)[0]
-    names = sorted((n for n in by_image if pos_of.get(n) == pos), key=lambda n: float(sets[n].fields["time"]))
+    names = sorted((n for n in by_image if pos_of.get(n) == pos), key=lambda n: value_key(sets[n].fields["time"]))
     frames = [sets[n].load(cfg.channels.input[0])[len(sets[n].files(cfg.channels.input[0])) // 2] for n in names]
     labels = [read_labels(out / "segmentation" / "labels" / f"{n}.tif") for n in names]
     gif = figures.track_animation(frames, labels, [by_image[n] for n in names], out / "tracking" / "animation.gif")

@@ -174,10 +174,9 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return [f"{p.parent.name}_{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
 
 
-def _run(model_dir: Path, tasks: list[dict[str, Any]], names: list[str], out: Path, extra: dict[str, Any],
+def _run(model_dir: Path, meta: dict[str, Any], tasks: list[dict[str, Any]], names: list[str], out: Path, extra: dict[str, Any],
          workers: int, scheduler: str | None, output_format: str) -> SegmentResult:
     t0 = time.time()
-    meta = load_meta(model_dir)  # fails early, in one line, on a broken model dir
     with folder_lock(out, "stainseg segment"):
         for sub in ("labels", "records"):
             (out / sub).mkdir(parents=True, exist_ok=True)
@@ -212,10 +211,11 @@ def segment_files(model_dir: str | Path, images: Sequence[str | Path], out: str 
                   output_format: str = "tiff") -> SegmentResult:
     """Segment plain image files; each file is one image set (2-D, or a stack of the model's input channels)."""
     model_dir, out = Path(model_dir), Path(out)
+    meta = load_meta(model_dir)  # fails early, in one line, on a broken model dir
     paths = [Path(p) for p in images]
     names = _unique_names(paths)
     tasks = [{**_base_task(model_dir, out, n, save_probability, save_uncertainty, resume), "path": str(p.resolve())} for p, n in zip(paths, names)]
-    return _run(model_dir, tasks, names, out, {"inputs": [str(p) for p in paths]}, workers, scheduler, output_format)
+    return _run(model_dir, meta, tasks, names, out, {"inputs": [str(p) for p in paths]}, workers, scheduler, output_format)
 
 
 def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out: str | Path, save_probability: bool = False,
@@ -240,4 +240,4 @@ def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out:
         raise StainsegError(f"no image set has the model's input channels {meta['input_channels']}; check [channels] input", cfg.source)
     tasks = [{**_base_task(model_dir, out, s.name, save_probability, save_uncertainty, resume), "fields": s.fields,
               "channels": {k: [str(Path(p).resolve()) for p in v] for k, v in s.channels.items()}} for s in sets]
-    return _run(model_dir, tasks, [s.name for s in sets], out, {"experiment": cfg.source}, workers, scheduler, output_format)
+    return _run(model_dir, meta, tasks, [s.name for s in sets], out, {"experiment": cfg.source}, workers, scheduler, output_format)

@@ -53,21 +53,13 @@ def training_data(cfg: ExperimentConfig, labels_dir: Path, wells: Sequence[str] 
     if not images:
         why = f" ({skipped[0]})" if skipped else ""
         raise StainsegError(f"no training image sets left{why}; check [split], the QC table (qc.csv) and the labels", labels_dir)
-    channels = [images[0].shape[0]]
-    if any(im.shape[0] != channels[0] for im in images):
+    if any(im.shape[0] != images[0].shape[0] for im in images):
         raise StainsegError("image sets differ in their number of input planes; check that every input channel has the same z-planes everywhere", labels_dir)
-    facts = {"training_image_sets": used, "skipped_image_sets": skipped, "qc_excluded": sum(1 for r in index if r.get("exclude") == "True")}
+    first = sets[used[0]]  # one name per network input plane, e.g. BF[z=0], BF[z=1] ... for model.json
+    planes = [f"{ch}[z={z}]" if z else ch for ch in cfg.channels.input for z in first.z_values.get(ch, [""])]
+    facts = {"training_image_sets": used, "skipped_image_sets": skipped, "plane_names": planes,
+             "qc_excluded": sum(1 for r in index if r.get("exclude") == "True")}
     return images, labels, facts
-
-
-def input_channel_names(cfg: ExperimentConfig, labels_dir: Path) -> list[str]:
-    """One name per network input plane, e.g. ``BF[z=0]``, ``BF[z=1]`` …, for model.json."""
-    sets = endpoint_sets(cfg, scan(cfg).image_sets)
-    names = []
-    for ch in cfg.channels.input:
-        zs = sets[0].z_values.get(ch, [""])
-        names += [f"{ch}[z={z}]" if z else ch for z in zs]
-    return names
 
 
 def calibrate_on_validation(model_dir: Path, images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> dict[str, Any]:
@@ -108,7 +100,6 @@ def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path 
     labels_dir = Path(labels_dir)
     images, labels, facts = training_data(cfg, labels_dir, wells)
     facts["labels_dir"] = str(labels_dir.resolve())
-    facts["plane_names"] = input_channel_names(cfg, labels_dir)
     history = train(images, labels, cfg, out, resume=resume, progress=progress,
                     extra={"input_channels": list(cfg.channels.input), **facts})
     if rank != 0:  # under torchrun, rank 0 finishes the model directory
