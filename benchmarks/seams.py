@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from skimage.segmentation import clear_border
 
-from stainseg.evaluate.matching import evaluate_pair
+from stainseg.evaluate.summary import evaluate_pair
 from stainseg.io.images import as_float, read_image
 from stainseg.modeldir import load_model
 from stainseg.preprocess import prepare_input

@@ -19,7 +19,7 @@ import numpy as np
 from skimage.segmentation import clear_border
 
 from stainseg.config import load_config
-from stainseg.evaluate.matching import evaluate_pair
+from stainseg.evaluate.summary import evaluate_pair
 from stainseg.groundtruth import groundtruth_for_set
 from stainseg.io.layout import scan
 from stainseg.modeldir import load_model

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from stainseg.config import ChannelsConfig, ExperimentConfig, ModelConfig, TrainConfig
-from stainseg.evaluate.matching import evaluate_pair
+from stainseg.evaluate.summary import evaluate_pair
 from stainseg.groundtruth.nuclei import segment_nuclei
 from stainseg.io.images import read_labels, read_plane
 from stainseg.modeldir import load_model

@@ -12,14 +12,13 @@ from scipy.optimize import linear_sum_assignment
 from stainseg.evaluate.matching import (
     IOU_THRESHOLDS,
     best_matches,
-    evaluate_pair,
     fscore_curve,
     match_iou,
     object_fscores,
     overlap_table,
     percent_above,
-    pooled_scores,
 )
+from stainseg.evaluate.summary import evaluate_pair, pooled_scores
 
 SWEEP = np.round(np.arange(0.05, 1.0, 0.05), 2)  # includes low thresholds where matching is ambiguous
 

@@ -1,7 +1,6 @@
 """Evaluation (METHOD.md section 6): the paper's per-object F-score and Cellpose/StarDist-style AP at IoU."""
 
 from stainseg.evaluate.matching import (
-    evaluate_pair,
     fscore_curve,
     match_iou,
     object_fscores,
@@ -9,6 +8,7 @@ from stainseg.evaluate.matching import (
     percent_above,
 )
 from stainseg.evaluate.stage import evaluate_arrays, evaluate_folders
+from stainseg.evaluate.summary import evaluate_pair, pooled_scores
 
 __all__ = [
     "evaluate_arrays",
@@ -19,4 +19,5 @@ __all__ = [
     "object_fscores",
     "overlap_table",
     "percent_above",
+    "pooled_scores",
 ]

@@ -21,8 +21,8 @@ from stainseg.evaluate.matching import (
     best_matches,
     match_iou,
     overlap_table,
-    pooled_scores,
 )
+from stainseg.evaluate.summary import pooled_scores
 from stainseg.io.atomic import write_csv, write_json
 from stainseg.io.images import PNG_SUFFIXES, TIFF_SUFFIXES, read_labels
 
@@ -222,7 +222,7 @@ def evaluate_arrays(
     group_by : None, str, mapping or callable
         Image grouping for the per-group summaries and box plots (see :func:`image_groups`).
     fscore_threshold, iou_thresholds, iou_threshold
-        As in :func:`stainseg.evaluate.matching.evaluate_pair`.
+        As in :func:`stainseg.evaluate.summary.evaluate_pair`.
 
     Returns
     -------
