@@ -146,3 +146,63 @@ def test_real_nucleus_shapes_are_recovered(bbbc039):
     p2, p3 = _prob_maps(truth)
     assert _matched_fraction(truth, probability_to_labels(p3, dilation=1)) > 0.9
     assert _matched_fraction(truth, probability_to_labels(p2, dilation=1)) > 0.75
+
+
+def test_banded_watershed_equals_whole_image_watershed():
+    """Row bands flooded on two threads give the whole-image watershed, pixel for pixel."""
+    from skimage.segmentation import watershed
+
+    from stainseg.segment.instances import _seed_unseeded, _seeds_2class, watershed_bands
+
+    truth = _cells(shape=(1200, 700), n=1400, radius=(7, 12), seed=3)  # confluent: large touching clusters
+    mask = ndi.gaussian_filter((truth > 0).astype(np.float32), 1.5) > 0.5
+    markers, surface = _seeds_2class(mask, None)
+    markers = _seed_unseeded(markers, mask)
+    whole = watershed(surface, markers, mask=mask)
+    banded = watershed_bands(surface, markers, mask, threads=2, band=128, margin=64)
+    assert int(markers.max()) > 500
+    np.testing.assert_array_equal(banded, whole)
+
+
+def test_banded_watershed_refloods_objects_beyond_the_margin():
+    """An object whose only seed is further than the margin from a band still gets every pixel."""
+    from stainseg.segment.instances import watershed_bands
+
+    mask = np.zeros((900, 60), bool)
+    mask[20:880, 20:40] = True  # one long object
+    markers = np.zeros(mask.shape, np.int32)
+    markers[30, 30] = 7
+    surface = np.zeros(mask.shape, np.uint8)
+    labels = watershed_bands(surface, markers, mask, threads=2, band=128, margin=16)
+    assert set(np.unique(labels[mask])) == {7} and not labels[~mask].any()
+
+
+def test_plateau_of_tied_maxima_gives_one_seed_quickly():
+    """A huge flat-topped object (a poor model's map) is one object, without a spacing check per tied peak."""
+    import time
+
+    prob = np.zeros((2, 1024, 1024), np.float32)
+    prob[0] = 1.0
+    prob[:, 100:900, 60:980] = [[[0.0]], [[1.0]]]  # a ridge of ~100,000 tied distance maxima
+    start = time.perf_counter()
+    labels = probability_to_labels(prob, dilation=1)
+    assert int(labels.max()) == 1
+    assert time.perf_counter() - start < 30  # peak_local_max's spacing check took minutes here
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_seeds_are_those_of_peak_local_max(seed):
+    """The max-filter seeds are exactly skimage's peak_local_max (min_distance spacing, ties in raster order)."""
+    from skimage.feature import peak_local_max
+
+    from stainseg.segment.instances import _distance_peaks
+
+    truth = _cells(shape=(512, 512), n=160, radius=(7, 11), seed=seed)
+    mask = (1 - _prob_maps(truth)[0][0]) > 0.5
+    twice = (ndi.distance_transform_cdt(mask, metric="chessboard") + ndi.distance_transform_cdt(mask, metric="taxicab")).astype(np.uint16)
+    for d in (3, 6, 9):
+        ours = _distance_peaks(twice, mask, d) > 0
+        reference = np.zeros(mask.shape, bool)
+        reference[tuple(peak_local_max(twice.astype(np.float32), min_distance=d, threshold_abs=0.5, exclude_border=False).T)] = True
+        assert ours.sum() > 50
+        np.testing.assert_array_equal(ours, reference)

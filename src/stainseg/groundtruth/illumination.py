@@ -127,22 +127,20 @@ def _fit_surface(values: np.ndarray, yc: np.ndarray, xc: np.ndarray, shape: tupl
     full_y = _basis(np.arange(shape[0]), shape[0], grid)
     full_x = _basis(np.arange(shape[1]), shape[1], grid).astype(np.float32)
     rows_y = np.einsum("yi,ij->yj", full_y, coef.reshape(grid, grid)).astype(np.float32)
-    surface = np.zeros(shape, np.float32)
-    for j in range(grid):
-        surface += rows_y[:, j, None] * full_x[None, :, j]
-    return surface
+    return rows_y @ full_x.T  # (Y, grid) @ (grid, X): one thin matrix product
 
 
 def _normalise_field(surface: np.ndarray) -> np.ndarray:
     """Scale a fitted surface to mean 1; a flat, zero or non-positive surface becomes all ones."""
-    surface = np.asarray(surface, np.float32)
-    mean = float(surface.mean())
+    field = np.array(surface, dtype=np.float32)  # a copy: scaled in place below
+    mean = float(field.mean())
     if not np.isfinite(mean) or mean <= 0:
-        return np.ones(surface.shape, np.float32)
-    field = surface / mean
+        return np.ones(field.shape, np.float32)
+    field /= mean
     # a fit can dip towards zero at a corner with no background: never amplify by more than 10x
     np.maximum(field, 0.1, out=field)
-    return field / field.mean()
+    field /= field.mean()
+    return field
 
 
 def background_field(image: np.ndarray, grid: int = 5, iterations: int = 5, exclusion: float = 2.0) -> np.ndarray:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
@@ -86,31 +87,73 @@ def _flood_surface(height: np.ndarray) -> np.ndarray:
     return (255.0 - 255.0 * np.clip(height, 0.0, 1.0)).astype(np.uint8)
 
 
-def _seeds_2class(mask: np.ndarray, min_distance: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Seeds from maxima of the (octagonal) distance transform; returns (markers, -distance)."""
-    from skimage.feature import peak_local_max
+#: Tied maxima grouped closer than this many pixels are spaced one by one (larger groups on a grid).
+_GREEDY_LIMIT = 20_000
 
+
+def _distance_peaks(dist: np.ndarray, mask: np.ndarray, min_distance: int) -> np.ndarray:
+    """Seed markers at the local maxima of ``dist``, at least ``min_distance`` apart.
+
+    The same seeds as ``skimage.feature.peak_local_max(dist, min_distance, exclude_border=False)``
+    (chessboard distance; of tied peaks closer than ``d`` the first in raster order is kept),
+    found faster: a pixel is a peak when it equals the maximum of its ``(2 d + 1)`` square
+    window, and two such peaks closer than ``d`` must be ties, so only groups of tied peaks
+    linked by steps shorter than ``d`` need the one-by-one spacing check (each group alone). A group of more than ``_GREEDY_LIMIT``
+    pixels (a poor map with huge plateaus, where the check would take minutes) keeps the first
+    pixel of each ``(d + 1)`` grid cell instead.
+    """
+    d = max(1, int(min_distance))
+    peaks = (dist == ndi.maximum_filter(dist, size=2 * d + 1)) & mask & (dist > 0)
+    ys, xs = np.nonzero(peaks)  # raster order
+    markers = np.zeros(mask.shape, np.int32)
+    if ys.size == 0:
+        return markers
+    # squares of side d - 1 around two peaks touch when the peaks are less than d apart
+    linked = ndi.maximum_filter(peaks.view(np.uint8), size=d - 1) if d > 2 else peaks.view(np.uint8)
+    groups = ndi.label(linked, structure=np.ones((3, 3), bool))[0][ys, xs]
+    order = np.argsort(groups, kind="stable")  # by group, raster order within a group
+    sizes = np.bincount(groups)
+    keep = np.ones(ys.size, bool)
+    start = 0
+    for group in np.flatnonzero(sizes):
+        idx = order[start : start + sizes[group]]
+        start += sizes[group]
+        if idx.size == 1:
+            continue
+        py, px = ys[idx], xs[idx]
+        if idx.size > _GREEDY_LIMIT:
+            cell = (py // (d + 1)) * (mask.shape[1] // (d + 1) + 1) + px // (d + 1)
+            first = np.zeros(idx.size, bool)
+            first[np.unique(cell, return_index=True)[1]] = True
+            keep[idx[~first]] = False
+            continue
+        kept: list[tuple[int, int]] = []  # plain Python: groups are small, numpy calls cost more
+        for i, (y, x) in enumerate(zip(py.tolist(), px.tolist())):
+            if any(abs(y - ky) < d and abs(x - kx) < d for ky, kx in kept):
+                keep[idx[i]] = False
+            else:
+                kept.append((y, x))
+    markers[ys[keep], xs[keep]] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return markers
+
+
+def _seeds_2class(mask: np.ndarray, min_distance: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds from maxima of the (octagonal) distance transform; returns (markers, flood surface)."""
     # Octagonal distance (mean of the chessboard and city-block chamfer distances): within
     # 8 % of the Euclidean distance and ~10x faster than distance_transform_edt on 2048^2.
-    dist = (
-        ndi.distance_transform_cdt(mask, metric="chessboard").astype(np.float32)
-        + ndi.distance_transform_cdt(mask, metric="taxicab").astype(np.float32)
-    ) * 0.5
+    # Kept as the integer sum (= 2 x distance, half-pixel steps) in uint16.
+    twice = ndi.distance_transform_cdt(mask, metric="chessboard").astype(np.uint16)
+    twice += ndi.distance_transform_cdt(mask, metric="taxicab").astype(np.uint16)
     if min_distance is None:
         # typical object radius: inside a disk of radius R the mean distance to the edge is
         # R / 3; unlike component areas, this is not inflated by clusters of touching objects
-        radius = 3.0 * float(dist[mask].mean())
+        radius = 3.0 * 0.5 * float(twice[mask].mean())
         min_distance = max(2, int(round(0.6 * radius)))
     # No smoothing: on touching round objects, even sigma = 1 fills the saddles between them
     # and merges neighbours (measured in tests/test_instances.py); min_distance does the job.
-    smooth = dist
-    # without `labels=`, peak_local_max avoids a per-object loop (0.1 s instead of ~1 s)
-    peaks = peak_local_max(smooth, min_distance=int(min_distance), threshold_abs=0.5, exclude_border=False)
-    peaks = peaks[mask[peaks[:, 0], peaks[:, 1]]] if len(peaks) else peaks
-    markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    # 2 x distance is an integer (half-pixel steps): exact in uint8 up to 127 px from the edge
-    return markers, (255.0 - np.minimum(2.0 * smooth, 255.0)).astype(np.uint8)
+    markers = _distance_peaks(twice, mask, int(min_distance))
+    # exact in uint8 up to 127 px from the edge
+    return markers, (255 - np.minimum(twice, 255)).astype(np.uint8)
 
 
 def _seed_unseeded(markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -128,6 +171,50 @@ def _seed_unseeded(markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
     lut[missing] = markers.max() + np.arange(1, int(missing.sum()) + 1)
     extra = lut[components]
     return np.where(extra > 0, extra, markers).astype(np.int32)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, e.g. a SLURM allocation), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def watershed_bands(surface: np.ndarray, markers: np.ndarray, mask: np.ndarray, threads: Optional[int] = None,
+                    band: int = 256, margin: int = 64) -> np.ndarray:
+    """``skimage.segmentation.watershed(surface, markers, mask=mask)`` in row bands, on several threads.
+
+    Each band of ``band`` rows is flooded with ``margin`` extra rows above and below, and keeps
+    its own rows; the flooding releases the GIL, so bands run in parallel (1.9x on 2 cores).
+    Markers keep their global numbers, so an object cut by a band border gets the same label
+    on both sides. A pixel's basin is decided by the seeds around it, so with a margin of
+    several object radii the result is the whole-image watershed: on a 2048 x 2048 map of
+    4,500 touching cells, and on BBBC039 nuclei, not one pixel differs (``tests/test_instances.py``).
+    Pixels a band could not reach (an object with its only seed beyond the margin) are
+    flooded again on the whole image. One thread, or an image of few bands: one plain call.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skimage.segmentation import watershed
+
+    height = mask.shape[0]
+    threads = threads or min(4, available_cpus())
+    if threads < 2 or height < 3 * band:
+        return watershed(surface, markers, mask=mask)
+
+    def flood(y0: int) -> tuple[int, np.ndarray]:
+        y1 = min(y0 + band, height)
+        e0, e1 = max(0, y0 - margin), min(height, y1 + margin)
+        return y0, watershed(surface[e0:e1], markers[e0:e1], mask=mask[e0:e1])[y0 - e0 : y1 - e0]
+
+    labels = np.empty(mask.shape, np.int32)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for y0, core in pool.map(flood, range(0, height, band)):
+            labels[y0 : y0 + core.shape[0]] = core
+    if (mask & (labels == 0)).any():
+        return watershed(surface, markers, mask=mask)
+    return labels
 
 
 def probability_to_labels(
@@ -167,8 +254,6 @@ def probability_to_labels(
     >>> int(probability_to_labels(prob, dilation=1).max())
     1
     """
-    from skimage.segmentation import watershed
-
     prob = np.asarray(prob, dtype=np.float32)
     if prob.ndim != 3 or prob.shape[0] not in (2, 3):
         raise ValueError(f"prob must be (2 or 3, Y, X), got shape {prob.shape}")
@@ -181,7 +266,11 @@ def probability_to_labels(
     else:
         markers, surface = _seeds_2class(mask, min_distance)
     markers = _seed_unseeded(markers, mask)
-    labels = watershed(surface, markers, mask=mask)
+    # bands overlap by several object radii (2 area / perimeter is the radius of a disk; the
+    # count of mask/background pixel edges overestimates the perimeter by up to 4 / pi)
+    edges = np.count_nonzero(mask[1:] != mask[:-1]) + np.count_nonzero(mask[:, 1:] != mask[:, :-1])
+    margin = max(64, int(10 * np.count_nonzero(mask) / max(edges, 1)))
+    labels = watershed_bands(surface, markers, mask, margin=margin)
     if min_size is None:
         areas = np.bincount(labels.ravel())[1:]
         areas = areas[areas > 0]
