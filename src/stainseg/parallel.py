@@ -86,6 +86,7 @@ def map_tasks(
     progress: bool = True,
     shared: Sequence[str] = (),
     no_worker_timeout: float = 300.0,
+    stages: tuple[Callable[[Any], Any], Callable[[Any], Any], Callable[[Any], dict[str, Any]]] | None = None,
 ) -> MapResult:
     """Run ``func(task)`` for every task and collect the results.
 
@@ -111,6 +112,10 @@ def map_tasks(
         Paths every worker must see (shared storage); checked on each worker before the run.
     no_worker_timeout : float
         Give up (reporting the unfinished tasks as failed) when the cluster has had no worker for this many seconds.
+    stages : (load, compute, finish), optional
+        ``func`` split in three, ``func(task) == finish(compute(load(task)))``. A serial run then
+        overlaps them: the next task loads and the previous one finishes in two threads while
+        the current one computes (numpy, scipy and torch release the GIL). Dask runs use ``func``.
 
     Returns
     -------
@@ -121,6 +126,8 @@ def map_tasks(
     if not tasks:
         return MapResult(results=[])
     if scheduler is None and workers <= 0:
+        if stages is not None:
+            return _map_overlapped(stages, tasks, names, desc, progress)
         return _map_serial(func, tasks, names, desc, progress)
     return _map_dask(func, tasks, names, workers, scheduler, retries, desc, progress, shared, no_worker_timeout)
 
@@ -134,6 +141,50 @@ def _map_serial(func, tasks, names, desc, progress) -> MapResult:
         except Exception as exc:  # an unexpected failure of one item must not stop the batch
             result = {"_error": _one_line(exc), "_traceback": traceback.format_exc()}
         _collect(out, name, result)
+    out.workers = {"local": process_report(run_id)}
+    return out
+
+
+def _map_overlapped(stages, tasks, names, desc, progress) -> MapResult:
+    """Serial run with three tasks in flight: loading task i+1, computing task i, finishing task i-1."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    load, compute, finish = stages
+    out = MapResult(results=[])
+    run_id = uuid.uuid4().hex
+    bar = tqdm(total=len(tasks), desc=desc, disable=not progress, unit="set", file=sys.stderr)
+
+    def guarded(step: Callable[[Any], Any], value: Any) -> Any:
+        if isinstance(value, dict) and "_error" in value:
+            return value  # an earlier stage of this task failed
+        try:
+            return step(value)
+        except StainsegError as exc:
+            return {"_error": str(exc)}
+        except Exception as exc:  # an unexpected failure of one item must not stop the batch
+            return {"_error": _one_line(exc), "_traceback": traceback.format_exc()}
+
+    def collect(name: str, result: Any) -> None:
+        _TASKS[run_id] += 1
+        _collect(out, name, result)
+        bar.update(1)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, ThreadPoolExecutor(1, thread_name_prefix="finish") as finisher:
+        loading: Future = loader.submit(guarded, load, tasks[0])
+        finishing: tuple[str, Future] | None = None
+        for i, name in enumerate(names):
+            loaded = loading.result()
+            if i + 1 < len(tasks):
+                loading = loader.submit(guarded, load, tasks[i + 1])
+            computed = guarded(compute, loaded)
+            del loaded
+            if finishing is not None:
+                collect(finishing[0], finishing[1].result())
+            finishing = (name, finisher.submit(guarded, finish, computed))
+            del computed
+        if finishing is not None:
+            collect(finishing[0], finishing[1].result())
+    bar.close()
     out.workers = {"local": process_report(run_id)}
     return out
 

@@ -81,25 +81,40 @@ def as_channels_first(image: np.ndarray, n_channels: int, path: str | Path) -> n
     return image
 
 
+def _prepare(stack: np.ndarray, cfg: Any) -> tuple[np.ndarray, float]:
+    from stainseg.preprocess import prepare_input
+
+    t0 = time.perf_counter()
+    return prepare_input(stack, cfg), time.perf_counter() - t0
+
+
+def _infer(x: np.ndarray, predictor: Any, cfg: Any) -> tuple[np.ndarray, np.ndarray | None, float]:
+    from stainseg.segment.tiling import predict_tiled
+
+    t0 = time.perf_counter()
+    prob, unc = predict_tiled(x, predictor, tile_size=cfg.segment.tile_size, two_pass=cfg.segment.two_pass,
+                              batch_size=cfg.segment.batch_size, uncertainty=cfg.segment.two_pass)
+    return prob, unc, time.perf_counter() - t0
+
+
+def _instances(prob: np.ndarray, cfg: Any) -> tuple[np.ndarray, float]:
+    from stainseg.segment.instances import probability_to_labels
+
+    t0 = time.perf_counter()
+    labels = probability_to_labels(prob, threshold=cfg.segment.threshold, min_size=cfg.segment.min_size, dilation=cfg.dilation())
+    return labels, time.perf_counter() - t0
+
+
 def segment_array(stack: np.ndarray, predictor: Any, cfg: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """Pre-process, tiled inference and instances for one (C, Y, X) raw stack.
 
     Returns ``labels``, ``probability`` (K, Y, X), ``uncertainty`` (Y, X) and timings.
     """
-    from stainseg.preprocess import prepare_input
-    from stainseg.segment.instances import probability_to_labels
-    from stainseg.segment.tiling import predict_tiled
-
-    t0 = time.perf_counter()
-    x = prepare_input(stack, cfg)
-    t1 = time.perf_counter()
-    prob, unc = predict_tiled(x, predictor, tile_size=cfg.segment.tile_size, two_pass=cfg.segment.two_pass,
-                              batch_size=cfg.segment.batch_size, uncertainty=cfg.segment.two_pass)
-    t2 = time.perf_counter()
-    labels = probability_to_labels(prob, threshold=cfg.segment.threshold, min_size=cfg.segment.min_size, dilation=cfg.dilation())
-    t3 = time.perf_counter()
+    x, t_pre = _prepare(stack, cfg)
+    prob, unc, t_inf = _infer(x, predictor, cfg)
+    labels, t_post = _instances(prob, cfg)
     return {"labels": labels, "probability": prob, "uncertainty": unc,
-            "timings": {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}}
+            "timings": {"preprocess_s": t_pre, "inference_s": t_inf, "postprocess_s": t_post}}
 
 
 def cell_table(name: str, labels: np.ndarray, stack: np.ndarray, channel_names: Sequence[str], uncertainty: np.ndarray | None) -> list[dict[str, Any]]:
@@ -136,13 +151,14 @@ def cell_table(name: str, labels: np.ndarray, stack: np.ndarray, channel_names: 
     return rows
 
 
-def _segment_task(task: dict[str, Any]) -> dict[str, Any]:
-    """Segment one image or image set (runs in a worker; reads and writes its own files)."""
+def _load_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Stage 1 of a segment task: read the input (or return the finished record with ``--resume``)."""
     out = Path(task["out"])
     name = task["name"]
     label_path, record_path = out / "labels" / f"{name}.tif", out / "records" / f"{name}.json"
     if task["resume"] and label_path.exists() and record_path.exists():
-        return json.loads(record_path.read_text())
+        return {"record": json.loads(record_path.read_text())}
+    t0 = time.perf_counter()
     predictor, cfg, meta = _loaded(task["model"])
     n_in = int(meta["in_channels"])
     if task.get("channels"):
@@ -162,21 +178,52 @@ def _segment_task(task: dict[str, Any]) -> dict[str, Any]:
         raw = check_not_mask(read_image(task["path"]), task["path"])
         stack = as_channels_first(as_float(raw, task["path"]), n_in, task["path"])
         sources = [task["path"]]
-    result = segment_array(stack, predictor, cfg, meta)
-    labels = result["labels"]
+    return {"task": task, "stack": stack, "sources": sources, "timings": {"read_s": time.perf_counter() - t0}}
+
+
+def _compute_task(state: dict[str, Any]) -> dict[str, Any]:
+    """Stage 2: pre-processing, tiled inference and instances (the parts that use every core)."""
+    if "record" in state:
+        return state
+    predictor, cfg, _ = _loaded(state["task"]["model"])
+    x, t_pre = _prepare(state["stack"], cfg)
+    prob, unc, t_inf = _infer(x, predictor, cfg)
+    del x
+    labels, t_post = _instances(prob, cfg)
+    state.update(probability=prob, uncertainty=unc, labels=labels)
+    state["timings"].update(preprocess_s=t_pre, inference_s=t_inf, postprocess_s=t_post)
+    return state
+
+
+def _finish_task(state: dict[str, Any]) -> dict[str, Any]:
+    """Stage 3: the cell table and every output file of the task (atomic writes)."""
+    if "record" in state:
+        return state["record"]
+    task, stack = state["task"], state["stack"]
+    _, cfg, meta = _loaded(task["model"])
+    out, name = Path(task["out"]), task["name"]
+    label_path, record_path = out / "labels" / f"{name}.tif", out / "records" / f"{name}.json"
+    labels = state["labels"]
+    t0 = time.perf_counter()
     if task["save_probability"]:
-        write_image(out / "probability" / f"{name}.tif", result["probability"].astype(np.float32))
-    if task["save_uncertainty"] and result["uncertainty"] is not None:
-        write_image(out / "uncertainty" / f"{name}.tif", result["uncertainty"].astype(np.float32))
+        write_image(out / "probability" / f"{name}.tif", state["probability"].astype(np.float32))
+    if task["save_uncertainty"] and state["uncertainty"] is not None:
+        write_image(out / "uncertainty" / f"{name}.tif", state["uncertainty"].astype(np.float32))
     names = meta.get("training", {}).get("plane_names") or [f"in{c}" for c in range(stack.shape[0])]
-    cells = cell_table(name, labels, stack, names, result["uncertainty"])
+    cells = cell_table(name, labels, stack, names, state["uncertainty"])
     write_csv(out / "records" / f"{name}.csv", cells, columns=list(cells[0]) if cells else ["image", "label"])
     write_labels(label_path, labels)
-    record = {"name": name, **task.get("fields", {}), "cells": int(np.count_nonzero(np.unique(labels))),
-              "label_file": str(label_path), "sources": ";".join(sources), "shape": "x".join(map(str, labels.shape)),
-              **{k: round(v, 4) for k, v in result["timings"].items()}}
+    timings = {**state["timings"], "write_s": time.perf_counter() - t0}
+    record = {"name": name, **task.get("fields", {}), "cells": len(cells),
+              "label_file": str(label_path), "sources": ";".join(state["sources"]), "shape": "x".join(map(str, labels.shape)),
+              **{k: round(v, 4) for k, v in timings.items()}}
     write_json(record_path, record)
     return record
+
+
+def _segment_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Segment one image or image set (runs in a worker; reads and writes its own files)."""
+    return _finish_task(_compute_task(_load_task(task)))
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -195,7 +242,7 @@ def _run(model_dir: Path, meta: dict[str, Any], tasks: list[dict[str, Any]], nam
         for sub in ("", "labels", "records", "probability", "uncertainty"):
             remove_stale_temps(out / sub)  # left by a killed run; safe under the lock
         result = map_tasks(_segment_task, tasks, names, workers=workers, scheduler=scheduler, desc="segment",
-                           shared=[str(out.resolve()), str(model_dir.resolve())])
+                           shared=[str(out.resolve()), str(model_dir.resolve())], stages=(_load_task, _compute_task, _finish_task))
         rows = [r for r in result.results if r is not None]
         cells: list[dict[str, Any]] = []
         for r in rows:
