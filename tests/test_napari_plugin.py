@@ -115,6 +115,12 @@ def _need_napari():
     return napari
 
 
+#: Tests that take ``qtbot`` need this too: pytest-qt's session-scoped ``qapp`` is made before
+#: ``make_viewer`` can skip, and Qt aborts the whole run when it finds no display.
+needs_display = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="no X display for Qt: install Xvfb and "
+                                   "pytest-xvfb, or run under xvfb-run")
+
+
 @pytest.fixture()
 def make_viewer(request):
     """napari's ``make_napari_viewer`` fixture, or a skip when napari cannot run here."""
@@ -155,6 +161,7 @@ def test_viewer_opens_segment_output_with_our_reader(make_viewer, segment_out):
     assert all(isinstance(layer, _need_napari().layers.Labels) for layer in layers)
 
 
+@needs_display
 def test_segment_widget_adds_labels_layer_from_worker(make_viewer, model_dir, qtbot):
     from stainseg.napari.widgets import SegmentWidget
 
@@ -179,6 +186,7 @@ def test_segment_widget_adds_labels_layer_from_worker(make_viewer, model_dir, qt
     assert ticks and widget.run_button.enabled
 
 
+@needs_display
 def test_segment_widget_reports_bad_model_in_status(make_viewer, tmp_path, qtbot):
     from stainseg.napari.widgets import SegmentWidget
 
