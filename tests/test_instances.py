@@ -156,7 +156,7 @@ def test_banded_watershed_equals_whole_image_watershed():
 
     truth = _cells(shape=(1200, 700), n=1400, radius=(7, 12), seed=3)  # confluent: large touching clusters
     mask = ndi.gaussian_filter((truth > 0).astype(np.float32), 1.5) > 0.5
-    markers, surface = _seeds_2class(mask, None)
+    markers, surface, _ = _seeds_2class(mask, None)
     markers = _seed_unseeded(markers, mask)
     whole = watershed(surface, markers, mask=mask)
     banded = watershed_bands(surface, markers, mask, threads=2, band=128, margin=64)
@@ -197,12 +197,66 @@ def test_seeds_are_those_of_peak_local_max(seed):
 
     from stainseg.segment.instances import _distance_peaks
 
+    from stainseg.segment.instances import _seeds_2class
+
     truth = _cells(shape=(512, 512), n=160, radius=(7, 11), seed=seed)
     mask = (1 - _prob_maps(truth)[0][0]) > 0.5
+    # integer chamfer distances (many tied maxima) and the smoothed Euclidean map the seeds use
     twice = (ndi.distance_transform_cdt(mask, metric="chessboard") + ndi.distance_transform_cdt(mask, metric="taxicab")).astype(np.uint16)
-    for d in (3, 6, 9):
-        ours = _distance_peaks(twice, mask, d) > 0
-        reference = np.zeros(mask.shape, bool)
-        reference[tuple(peak_local_max(twice.astype(np.float32), min_distance=d, threshold_abs=0.5, exclude_border=False).T)] = True
-        assert ours.sum() > 50
-        np.testing.assert_array_equal(ours, reference)
+    smooth = _seeds_2class(mask, None)[2]
+    for height in (twice, smooth):
+        for d in (3, 6, 9):
+            ours = _distance_peaks(height, mask, d) > 0
+            reference = np.zeros(mask.shape, bool)
+            peaks = peak_local_max(height.astype(np.float32), min_distance=d, threshold_abs=1e-6, exclude_border=False)
+            reference[tuple(peaks.T)] = True
+            assert ours.sum() > 50
+            np.testing.assert_array_equal(ours, reference)
+
+
+def _two_discs(distance: int, radius: int = 12, size: int = 80) -> np.ndarray:
+    """A 2-class map of two overlapping discs whose centres are ``distance`` px apart."""
+    yy, xx = np.mgrid[:size, :size]
+    c = size // 2
+    fg = ((yy - c) ** 2 + (xx - c + distance / 2) ** 2 < radius**2) | ((yy - c) ** 2 + (xx - c - distance / 2) ** 2 < radius**2)
+    fg = fg.astype(np.float32)
+    return np.stack([1 - fg, fg])
+
+
+def test_a_shallow_neck_is_one_object_and_a_deep_neck_two():
+    """Basins are kept apart only by a dip of at least min_depth in the distance map (the neck)."""
+    # centres 10 px apart (radius 12): the neck is ~1 px narrower than the discs, two distance maxima
+    dented = _two_discs(10)
+    assert int(probability_to_labels(dented, dilation=1, min_distance=3, min_depth=0).max()) == 2
+    assert int(probability_to_labels(dented, dilation=1, min_distance=3, min_depth=2).max()) == 1
+    # 20 px apart: the neck is ~5 px narrower than the discs (two touching nuclei), whatever the depth up to that
+    for depth in (None, 0, 2):
+        assert int(probability_to_labels(_two_discs(20), dilation=1, min_depth=depth).max()) == 2
+
+
+def test_merge_shallow_basins_keeps_background_and_higher_peak_label():
+    from stainseg.segment.instances import merge_shallow_basins
+
+    height = np.array([[0, 2, 1.8, 3, 0, 4, 0]], np.float32)
+    labels = np.array([[0, 1, 1, 2, 0, 3, 0]], np.int32)
+    merged = merge_shallow_basins(labels, height, 0.5)
+    assert merged.tolist() == [[0, 2, 2, 2, 0, 3, 0]]  # basin 2 has the higher peak
+    assert merged.dtype == labels.dtype
+    np.testing.assert_array_equal(merge_shallow_basins(labels, height, 0.0), labels)
+    np.testing.assert_array_equal(merge_shallow_basins(np.zeros((3, 3), np.int32), np.zeros((3, 3)), 1.0), 0)
+
+
+def test_instances_move_with_the_image():
+    """The same map moved by (37, 91) px gives the same objects: seeds and merges do not follow the pixel grid's origin."""
+    truth = _cells(shape=(400, 400), n=180, radius=(7, 12), seed=4)
+    p2, _ = _prob_maps(truth)
+    dy, dx = 37, 91
+    moved = np.pad(p2, ((0, 0), (dy, 0), (dx, 0)))
+    moved[0, :dy] = 1.0
+    moved[0, :, :dx] = 1.0
+    a = probability_to_labels(p2, dilation=3)
+    b = probability_to_labels(moved, dilation=3)[dy:, dx:]
+    assert int(a.max()) > 100
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    assert pairs.shape[1] == int(a.max()) + 1  # one-to-one: the same partition, only renumbered
+    np.testing.assert_array_equal(a > 0, b > 0)

@@ -122,3 +122,15 @@ def test_bad_inputs_raise():
         predict_tiled(np.zeros((1, 10, 10), np.float32), lambda x: x[:1], tile_size=8, batch_size=2)
     with pytest.raises(ValueError):
         predict_tiled(np.zeros((1, 10, 10), np.float32), lambda x: x, out=np.zeros((2, 10, 10), np.float32))
+
+
+def test_second_pass_offset_is_an_option():
+    """Any offset of the second pass still reproduces a pointwise predictor exactly; bad offsets fail."""
+    img = _image((2, 301, 257))
+    for offset in (1, 36, 63):
+        prob, unc = predict_tiled(img, lambda x: 2 * x, tile_size=64, offset=offset)
+        np.testing.assert_allclose(prob, 2 * img, atol=1e-5)
+        assert float(unc.max()) < 1e-5
+    for offset in (0, 64, -3):
+        with pytest.raises(ValueError, match="offset"):
+            predict_tiled(img, lambda x: x, tile_size=64, offset=offset)

@@ -154,6 +154,7 @@ def predict_tiled(
     uncertainty_out: Any = None,
     sigma_scale: float = 0.25,
     progress: Optional[Callable[[int, int], None]] = None,
+    offset: Optional[int] = None,
 ) -> tuple[Any, Any]:
     """Run ``predictor`` over fixed-size tiles of ``image`` and blend them into one map.
 
@@ -185,6 +186,9 @@ def predict_tiled(
         Gaussian weight standard deviation as a fraction of the tile size.
     progress : callable, optional
         Called as ``progress(tiles_done, tiles_total)`` after every batch.
+    offset : int, optional
+        Shift of the second pass up and left, ``0 < offset < tile_size`` (default and paper:
+        ``tile_size // 2``).
 
     Returns
     -------
@@ -212,7 +216,9 @@ def predict_tiled(
     if height < 1 or width < 1:
         raise ValueError(f"image has no pixels: shape {tuple(image.shape)}")
     t = int(tile_size)
-    h = t // 2 if two_pass else 0
+    h = (t // 2 if offset is None else int(offset)) if two_pass else 0
+    if two_pass and not 0 < h < t:
+        raise ValueError(f"offset must be between 1 and tile_size - 1, got {offset}")
     want_unc = bool(two_pass and uncertainty)
 
     ny1, nx1 = -(-height // t), -(-width // t)
