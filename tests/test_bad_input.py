@@ -250,6 +250,26 @@ def test_channel_count_differs_from_model(capsys, world, tmp_path):
     segment_one(capsys, world, tmp_path / "two.tif", tmp_path, "model expects 3", "model.json", model="model3")
 
 
+@pytest.mark.parametrize("value", [0, 1000])
+def test_empty_or_constant_image_gives_zero_cells(capsys, world, tmp_path, value):
+    """An all-zero or constant image is no error: zero cells, an all-zero label file, the batch succeeds."""
+    flat = write_tif(tmp_path / "flat.tif", np.full((SIZE, SIZE), value, np.uint16))
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "segment", world["model1"], flat, world["plane"], "-o", out)
+    assert rc == 0 and stderr_lines(err) == []
+    labels = read_labels(out / "labels" / "flat.tif")
+    assert labels.shape == (SIZE, SIZE) and not labels.any()
+    index = (out / "index.csv").read_text().splitlines()
+    assert len(index) == 3 and any(line.startswith("flat,") and ",0," in line for line in index)
+    assert not [line for line in (out / "cells.csv").read_text().splitlines()[1:] if line.startswith("flat,")]
+    assert_clean(out)
+
+
+def test_unsupported_pixel_type(capsys, world, tmp_path):
+    write_tif(tmp_path / "complex.tif", np.ones((SIZE, SIZE), np.complex64))
+    segment_one(capsys, world, tmp_path / "complex.tif", tmp_path, "pixel type", "integer or float")
+
+
 def test_one_failure_does_not_stop_the_batch(capsys, world, tmp_path):
     (tmp_path / "empty.tif").write_bytes(b"")
     out = tmp_path / "out"

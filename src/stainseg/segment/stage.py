@@ -105,13 +105,28 @@ def _instances(prob: np.ndarray, cfg: Any) -> tuple[np.ndarray, float]:
     return labels, time.perf_counter() - t0
 
 
+def is_blank(stack: np.ndarray) -> bool:
+    """True when every plane of a (C, Y, X) stack is constant (an empty or flat image: nothing to find)."""
+    return all(float(np.min(plane)) == float(np.max(plane)) for plane in stack)
+
+
 def segment_array(stack: np.ndarray, predictor: Any, cfg: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """Pre-process, tiled inference and instances for one (C, Y, X) raw stack.
 
-    Returns ``labels``, ``probability`` (K, Y, X), ``uncertainty`` (Y, X) and timings.
+    Returns ``labels``, ``probability`` (K, Y, X), ``uncertainty`` (Y, X) and timings. An image
+    whose every plane is constant (e.g. all zeros) has no cells by definition: it is not run
+    through the network, whose output on a featureless input means nothing.
     """
+    if is_blank(stack):
+        shape = tuple(stack.shape[1:])
+        prob = np.zeros((int(meta.get("n_classes", 2)),) + shape, np.float32)
+        prob[0] = 1.0
+        unc = np.zeros(shape, np.float32) if cfg.segment.two_pass else None
+        return {"labels": np.zeros(shape, np.uint16), "probability": prob, "uncertainty": unc,
+                "timings": {"preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}}
     x, t_pre = _prepare(stack, cfg)
     prob, unc, t_inf = _infer(x, predictor, cfg)
+    del x
     labels, t_post = _instances(prob, cfg)
     return {"labels": labels, "probability": prob, "uncertainty": unc,
             "timings": {"preprocess_s": t_pre, "inference_s": t_inf, "postprocess_s": t_post}}
@@ -185,13 +200,10 @@ def _compute_task(state: dict[str, Any]) -> dict[str, Any]:
     """Stage 2: pre-processing, tiled inference and instances (the parts that use every core)."""
     if "record" in state:
         return state
-    predictor, cfg, _ = _loaded(state["task"]["model"])
-    x, t_pre = _prepare(state["stack"], cfg)
-    prob, unc, t_inf = _infer(x, predictor, cfg)
-    del x
-    labels, t_post = _instances(prob, cfg)
-    state.update(probability=prob, uncertainty=unc, labels=labels)
-    state["timings"].update(preprocess_s=t_pre, inference_s=t_inf, postprocess_s=t_post)
+    predictor, cfg, meta = _loaded(state["task"]["model"])
+    result = segment_array(state["stack"], predictor, cfg, meta)
+    state.update(probability=result["probability"], uncertainty=result["uncertainty"], labels=result["labels"])
+    state["timings"].update(result["timings"])
     return state
 
 
