@@ -65,9 +65,10 @@ def main() -> int:
     ap.add_argument("images", type=Path, nargs="+")
     ap.add_argument("--shift", type=int, nargs=2, default=(37, 91))
     ap.add_argument("--crop", action="store_true", help="shift by cropping instead of growing the canvas")
+    ap.add_argument("--float32", action="store_true", help="float32 inference even where bfloat16 is native")
     args = ap.parse_args()
     model, cfg, meta = load_model(args.model)
-    predictor = TorchPredictor(model, device="cpu", bfloat16=cfg.segment.bfloat16)
+    predictor = TorchPredictor(model, device="cpu", bfloat16=cfg.segment.bfloat16 and not args.float32)
     dy, dx = args.shift
     t = cfg.segment.tile_size
 
@@ -96,7 +97,7 @@ def main() -> int:
             counts[mode] += (tp, fp, fn)
             per_image[mode].append(2 * tp / max(2 * tp + fp + fn, 1))
     how = "cropped by" if args.crop else "moved by"
-    print(f"{len(args.images)} images {how} ({dy}, {dx}) px, tiles {t}; {time.perf_counter() - start:.0f} s")
+    print(f"{len(args.images)} images {how} ({dy}, {dx}) px, tiles {t}, {predictor.describe()}; {time.perf_counter() - start:.0f} s")
     for mode, (tp, fp, fn) in counts.items():
         f1 = 2 * tp / max(2 * tp + fp + fn, 1)
         each = np.asarray(per_image[mode])

@@ -11,9 +11,18 @@ probability map with ~1000 touching cells (a random network's output is not real
 to a zarr in row bands, then instance labels in row bands with overlap (see
 :func:`stainseg.segment.instances.labels_blockwise`), with the peak RSS reported (``resource.getrusage``).
 
+``--model MODEL [--image PLANE ...]``: a trained model directory instead of random weights (its
+tile size, threshold, minimum size and dilation), on the given image: one (C, Y, X) stack or one
+file per input plane, stacked in order (default: the synthetic image with the model's channels).
+A trained model gives realistic probability maps, so post-processing is timed on real objects.
+
+``--cellpose-python PY``: also time Cellpose 3 on the same TIFF with ``PY benchmarks/cellpose_time.py``
+(random weights; cellpose is kept in its own environment, see that script), and print the ratio.
+
 Usage::
 
     .venv/bin/python benchmarks/segment_speed.py [--repeat 3] [--compile]
+    .venv/bin/python benchmarks/segment_speed.py --model MODEL --image Z0.tif Z1.tif Z2.tif [--cellpose-python PY]
     .venv/bin/python benchmarks/segment_speed.py --big [--big-size 16384] [--workdir DIR]
 """
 
@@ -100,7 +109,7 @@ def end_to_end(path: Path, out: Path, cfg: ExperimentConfig, infer) -> dict[str,
     raw, t["read"] = _timed(read_image, path)
     x, t["preprocess"] = _timed(prepare_input, raw.astype(np.float32), cfg)
     prob, t["inference"] = _timed(infer, x)
-    labels, t["postprocess"] = _timed(probability_to_labels, prob, cfg.segment.threshold, None, cfg.dilation())
+    labels, t["postprocess"] = _timed(probability_to_labels, prob, cfg.segment.threshold, cfg.segment.min_size, cfg.dilation())
     _, t["write"] = _timed(write_labels, out, labels)
     t["total"] = sum(t.values())
     t["objects"] = int(labels.max())
@@ -116,25 +125,41 @@ def run_default(args) -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="segspeed-"))
     work.mkdir(parents=True, exist_ok=True)
     size = args.size
-    cells = synthetic_cells((size, size), n_cells=int(1000 * (size / 2048) ** 2))
-    image = synthetic_image(cells, 3)
-    path = work / "image.tif"
     import tifffile
 
+    if args.model:
+        from stainseg.modeldir import load_model
+
+        model, cfg, meta = load_model(args.model)
+        channels = int(meta["in_channels"])
+        what = f"trained model {args.model} (dilation {cfg.dilation()})"
+    else:
+        model, cfg, channels = random_model(3), ExperimentConfig(objects="nuclei"), 3
+        what = "StainNet random weights"
+    cells = synthetic_cells((size, size), n_cells=int(1000 * (size / 2048) ** 2))
+    if args.image:
+        planes = [np.asarray(read_image(p)) for p in args.image]
+        image = planes[0] if len(planes) == 1 else np.stack(planes)
+        image = image[None] if image.ndim == 2 else image
+        if image.shape[0] != channels:
+            raise SystemExit(f"--image gives {image.shape[0]} plane(s), the model takes {channels}")
+        source = ", ".join(Path(p).name for p in args.image)
+    else:
+        image = synthetic_image(cells, channels)
+        source = f"synthetic, {int(cells.max())} cells"
+    path = work / "image.tif"
     tifffile.imwrite(path, image, photometric="minisblack")
-    cfg = ExperimentConfig(objects="nuclei")
-    model = random_model(3)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, native bf16: {cpu_supports_bf16()}, "
           f"load average before: {os.getloadavg()[0]:.2f}")
-    print(f"image {size} x {size} x 3 uint16, {int(cells.max())} synthetic cells; model StainNet random weights, "
+    print(f"image {image.shape[1]} x {image.shape[2]} x {channels} {image.dtype} ({source}); model {what}, "
           f"tiles {cfg.segment.tile_size} two-pass, batch {cfg.segment.batch_size}")
 
     ours = TorchPredictor(model, device="cpu", bfloat16=True, compile=args.compile)
+    tiles = np.zeros((cfg.segment.batch_size, channels, cfg.segment.tile_size, cfg.segment.tile_size), np.float32)
     if args.compile:
-        tiles = np.zeros((cfg.segment.batch_size, 3, cfg.segment.tile_size, cfg.segment.tile_size), np.float32)
         _, warm = _timed(ours, tiles)
         print(f"torch.compile warm-up {warm:.1f} s (once per process)")
-    ours(np.zeros((cfg.segment.batch_size, 3, cfg.segment.tile_size, cfg.segment.tile_size), np.float32))
+    ours(tiles)
 
     def tiled(x):
         return predict_tiled(x, ours, tile_size=cfg.segment.tile_size, two_pass=True, batch_size=cfg.segment.batch_size)[0]
@@ -164,31 +189,43 @@ def run_default(args) -> None:
         if not name.startswith("naive"):
             print(f"ratio naive / ours ({name.split('(')[0].strip()}): {base / t['total']:.2f}x")
 
-    prob = realistic_probability(cells)
-    for dilation in (3, 9):
-        times = []
-        for _ in range(args.repeat):
-            labels, dt = _timed(probability_to_labels, prob, 0.5, None, dilation)
-            times.append(dt)
-        print(f"post-processing of a realistic 3-class {size}^2 map, dilation {dilation}: {min(times):.2f} s, "
-              f"{int(labels.max())} objects ({int(cells.max())} true cells)")
-    prob2 = np.stack([prob[0], 1 - prob[0]])
-    labels, dt = _timed(probability_to_labels, prob2, 0.5, None, 3)
-    print(f"post-processing of the 2-class map (distance-transform seeds): {dt:.2f} s, {int(labels.max())} objects")
-
-    try:
-        import cellpose  # noqa: F401
-    except ImportError:
-        print("cellpose: skipped (not installed)")
-    else:  # pragma: no cover - optional
-        from cellpose import models
-
-        cp = models.CellposeModel(gpu=False)
-        _, dt = _timed(cp.eval, np.moveaxis(image, 0, -1), diameter=24)
-        print(f"cellpose eval {dt:.1f} s; ratio cellpose / ours: {dt / best[next(iter(best))]['total']:.1f}x")
+    if not args.model:  # a random network's map has few, unrealistic objects: time post-processing on a realistic one
+        prob = realistic_probability(cells)
+        for dilation in (3, 9):
+            times = []
+            for _ in range(args.repeat):
+                labels, dt = _timed(probability_to_labels, prob, 0.5, None, dilation)
+                times.append(dt)
+            print(f"post-processing of a realistic 3-class {size}^2 map, dilation {dilation}: {min(times):.2f} s, "
+                  f"{int(labels.max())} objects ({int(cells.max())} true cells)")
+        prob2 = np.stack([prob[0], 1 - prob[0]])
+        labels, dt = _timed(probability_to_labels, prob2, 0.5, None, 3)
+        print(f"post-processing of the 2-class map (distance-transform seeds): {dt:.2f} s, {int(labels.max())} objects")
+    cellpose_ratio(args, path, best[next(iter(best))]["total"])
     print(f"load average after: {os.getloadavg()[0]:.2f}; peak RSS {peak_rss_gb():.2f} GB")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def cellpose_ratio(args, path: Path, ours_s: float) -> None:
+    """Time Cellpose 3 on the same TIFF in its own interpreter (``--cellpose-python``) and print the ratio."""
+    import json
+    import subprocess
+
+    python = args.cellpose_python or sys.executable
+    script = Path(__file__).with_name("cellpose_time.py")
+    if subprocess.run([python, "-c", "import cellpose"], capture_output=True).returncode != 0:
+        print("cellpose: skipped (not importable by " + python + "; install 'cellpose<4' in its own venv and pass --cellpose-python)")
+        return
+    run = subprocess.run([python, str(script), str(path), "--repeat", str(args.repeat)], capture_output=True, text=True)
+    if run.returncode != 0:
+        print("cellpose: failed: " + (run.stderr.strip().splitlines() or ["?"])[-1])
+        return
+    res = json.loads(run.stdout.strip().splitlines()[-1])
+    print(f"cellpose {res['cellpose']} (CPnet, random weights, CPU, {res['threads']} threads) on the same image: eval "
+          f"{res['eval_no_masks_s']:.1f} s without masks, {res['eval_with_masks_s']:.1f} s with masks; "
+          f"ratio cellpose / ours end to end: {res['eval_no_masks_s'] / ours_s:.1f}x (network only) to "
+          f"{res['eval_with_masks_s'] / ours_s:.1f}x (with masks)")
 
 
 # --------------------------------------------------------------------------- big images
@@ -276,6 +313,9 @@ def main(argv=None) -> None:
     parser.add_argument("--big", action="store_true", help="block-wise segmentation of a huge zarr image")
     parser.add_argument("--big-size", type=int, default=16384)
     parser.add_argument("--workdir", help="keep the files here (default: a temporary folder, removed)")
+    parser.add_argument("--model", help="a trained model directory instead of random weights")
+    parser.add_argument("--image", nargs="+", help="with --model: one (C, Y, X) stack or one file per input plane")
+    parser.add_argument("--cellpose-python", help="interpreter of an environment with cellpose, to time it on the same image")
     args = parser.parse_args(argv)
     if args.big:
         run_big(args)
