@@ -69,6 +69,7 @@ def test_round_trip(tmp_path: Path) -> None:
         (lambda t: t.replace('input = ["BF"]', "input = []"), "at least one"),
         (lambda t: t + "\n[segment]\ntile_size = 100\n", "key 'segment.tile_size' must be a multiple of 8"),
         (lambda t: t + "\n[segment]\ndilation = 4\n", "odd number"),
+        (lambda t: t + "\n[segment]\nmin_depth = -1\n", "key 'segment.min_depth' must be >= 0"),
         (lambda t: t.replace("[split]", "[split\n"), "TOML syntax error"),
     ],
 )
@@ -94,3 +95,9 @@ def test_defaults_are_the_papers() -> None:
     assert cfg.groundtruth.cytoplasm_dilation == 5  # METHOD 1.4
     assert cfg.model.base_width == 8  # METHOD 3.1
     assert cfg.dilation() == 3  # nuclei: METHOD 5.4
+
+
+def test_segment_min_depth_is_read_and_saved(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD + "\n[segment]\nmin_depth = 1\n"))
+    assert cfg.segment.min_depth == 1.0 and isinstance(cfg.segment.min_depth, float)
+    assert load_config(write(tmp_path, GOOD)).segment.min_depth is None  # the library default (0.5 px) applies

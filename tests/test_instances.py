@@ -260,3 +260,16 @@ def test_instances_move_with_the_image():
     pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
     assert pairs.shape[1] == int(a.max()) + 1  # one-to-one: the same partition, only renumbered
     np.testing.assert_array_equal(a > 0, b > 0)
+
+
+def test_segment_config_min_depth_reaches_the_watershed():
+    """``[segment] min_depth`` of a model's config is what segmentation uses."""
+    from stainseg.config import ExperimentConfig
+    from stainseg.segment.stage import _instances
+
+    cfg = ExperimentConfig(objects="nuclei")
+    cfg.segment.dilation = 1
+    prob = _two_discs(14)  # a neck ~2.3 px narrower than the discs
+    assert int(_instances(prob, cfg)[0].max()) == 2
+    cfg.segment.min_depth = 3.0
+    assert int(_instances(prob, cfg)[0].max()) == 1

@@ -131,6 +131,9 @@ class SegmentConfig:
     batch_size: int = 8
     threshold: float = 0.5
     min_size: Optional[int] = None
+    min_depth: Optional[float] = None
+    """2-class watershed: touching basins stay apart only where the distance to the background dips by
+    at least this many px between their centres (default 0.5; 0 keeps every distance maximum's basin)."""
     dilation: Optional[int] = None
     """Side of the square dilation. When not given, training calibrates it on the validation images
     (docs/network.md); without calibration 9 for cells and 3 for nuclei (the paper)."""
@@ -273,6 +276,8 @@ def _check_values(cfg: ExperimentConfig, where: str) -> None:
         raise bad("segment.tile_size", "must be a multiple of 8 and at least 16")
     if not 0.0 < cfg.segment.threshold < 1.0:
         raise bad("segment.threshold", "must be between 0 and 1")
+    if cfg.segment.min_depth is not None and not cfg.segment.min_depth >= 0:
+        raise bad("segment.min_depth", "must be >= 0 (px; 0 = no merging of touching basins)")
     if cfg.segment.dilation is not None and (cfg.segment.dilation < 1 or cfg.segment.dilation % 2 == 0):
         raise bad("segment.dilation", "must be an odd number >= 1 (1 = no dilation)")
     for key in ("iterations", "crop_size", "batch_size"):

@@ -273,7 +273,7 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
         logits = model.float()(torch.from_numpy(normalize(test_input[0]))[None])
         test_output = torch.softmax(logits.float(), dim=1).numpy().astype(np.float32)
     labels = probability_to_labels(test_output[0], threshold=cfg.segment.threshold, min_size=cfg.segment.min_size,
-                                   dilation=cfg.dilation())
+                                   dilation=cfg.dilation(), min_depth=cfg.segment.min_depth)
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -163,7 +163,7 @@ def _seeds_2class(mask: np.ndarray, min_distance: Optional[int]) -> tuple[np.nda
     of an outline adds or removes maxima along the ridge of an elongated nucleus. Segmenting the
     29 held-out BBBC039 images and the same images moved by (37, 91) px left 111 of 2,968 nuclei
     unmatched between the two (F1 0.981); with this map and :func:`merge_shallow_basins`, 30 of
-    2,853 (F1 0.995), and F1 against the manual masks rose from 0.906 to 0.924
+    2,855 (F1 0.9948), and F1 against the manual masks rose from 0.906 to 0.923
     (benchmarks/seams.py, docs/network.md).
     """
     distance = ndi.distance_transform_edt(mask).astype(np.float32)

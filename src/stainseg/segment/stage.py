@@ -101,7 +101,8 @@ def _instances(prob: np.ndarray, cfg: Any) -> tuple[np.ndarray, float]:
     from stainseg.segment.instances import probability_to_labels
 
     t0 = time.perf_counter()
-    labels = probability_to_labels(prob, threshold=cfg.segment.threshold, min_size=cfg.segment.min_size, dilation=cfg.dilation())
+    labels = probability_to_labels(prob, threshold=cfg.segment.threshold, min_size=cfg.segment.min_size, dilation=cfg.dilation(),
+                                   min_depth=cfg.segment.min_depth)
     return labels, time.perf_counter() - t0
 
 
