@@ -152,12 +152,13 @@ def test_banded_watershed_equals_whole_image_watershed():
     """Row bands flooded on two threads give the whole-image watershed, pixel for pixel."""
     from skimage.segmentation import watershed
 
-    from stainseg.segment.instances import _seed_unseeded, _seeds_2class, watershed_bands
+    from stainseg.segment.instances import watershed_bands
+    from stainseg.segment.seeds import distance_seeds, seed_unseeded
 
     truth = _cells(shape=(1200, 700), n=1400, radius=(7, 12), seed=3)  # confluent: large touching clusters
     mask = ndi.gaussian_filter((truth > 0).astype(np.float32), 1.5) > 0.5
-    markers, surface, _ = _seeds_2class(mask, None)
-    markers = _seed_unseeded(markers, mask)
+    markers, surface, _ = distance_seeds(mask, None)
+    markers = seed_unseeded(markers, mask)
     whole = watershed(surface, markers, mask=mask)
     banded = watershed_bands(surface, markers, mask, threads=2, band=128, margin=64)
     assert int(markers.max()) > 500
@@ -195,18 +196,18 @@ def test_seeds_are_those_of_peak_local_max(seed):
     """The max-filter seeds are exactly skimage's peak_local_max (min_distance spacing, ties in raster order)."""
     from skimage.feature import peak_local_max
 
-    from stainseg.segment.instances import _distance_peaks
+    from stainseg.segment.seeds import distance_peaks
 
-    from stainseg.segment.instances import _seeds_2class
+    from stainseg.segment.seeds import distance_seeds
 
     truth = _cells(shape=(512, 512), n=160, radius=(7, 11), seed=seed)
     mask = (1 - _prob_maps(truth)[0][0]) > 0.5
     # integer chamfer distances (many tied maxima) and the smoothed Euclidean map the seeds use
     twice = (ndi.distance_transform_cdt(mask, metric="chessboard") + ndi.distance_transform_cdt(mask, metric="taxicab")).astype(np.uint16)
-    smooth = _seeds_2class(mask, None)[2]
+    smooth = distance_seeds(mask, None)[2]
     for height in (twice, smooth):
         for d in (3, 6, 9):
-            ours = _distance_peaks(height, mask, d) > 0
+            ours = distance_peaks(height, mask, d) > 0
             reference = np.zeros(mask.shape, bool)
             peaks = peak_local_max(height.astype(np.float32), min_distance=d, threshold_abs=1e-6, exclude_border=False)
             reference[tuple(peaks.T)] = True
@@ -235,7 +236,7 @@ def test_a_shallow_neck_is_one_object_and_a_deep_neck_two():
 
 
 def test_merge_shallow_basins_keeps_background_and_higher_peak_label():
-    from stainseg.segment.instances import merge_shallow_basins
+    from stainseg.segment.seeds import merge_shallow_basins
 
     height = np.array([[0, 2, 1.8, 3, 0, 4, 0]], np.float32)
     labels = np.array([[0, 1, 1, 2, 0, 3, 0]], np.int32)

@@ -6,6 +6,8 @@
   folding, channels_last, bf16 where native, optional torch.compile).
 - :func:`stainseg.segment.instances.probability_to_labels` — seeds, watershed, size filter and
   non-overwriting square dilation.
+- :mod:`stainseg.segment.seeds` — watershed seeds from the smoothed distance map, and the merge of
+  touching basins that no real neck divides.
 
 Submodules are imported lazily so that ``import stainseg.segment`` does not import torch.
 """

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from stainseg.io.images import label_dtype
+from stainseg.segment.seeds import MIN_DEPTH, distance_seeds, merge_shallow_basins, seed_unseeded
 
 
 def dilate_labels(labels: np.ndarray, size: int) -> np.ndarray:
@@ -87,194 +88,6 @@ def _flood_surface(height: np.ndarray) -> np.ndarray:
     skimage's watershed is ~2x faster on uint8 than on float, and 256 levels are plenty.
     """
     return (255.0 - 255.0 * np.clip(height, 0.0, 1.0)).astype(np.uint8)
-
-
-#: Tied maxima grouped closer than this many pixels are spaced one by one (larger groups on a grid).
-_GREEDY_LIMIT = 20_000
-
-
-def _distance_peaks(dist: np.ndarray, mask: np.ndarray, min_distance: int) -> np.ndarray:
-    """Seed markers at the local maxima of ``dist``, at least ``min_distance`` apart.
-
-    The same seeds as ``skimage.feature.peak_local_max(dist, min_distance, exclude_border=False)``
-    (chessboard distance; of tied peaks closer than ``d`` the first in raster order is kept),
-    found faster: a pixel is a peak when it equals the maximum of its ``(2 d + 1)`` square
-    window, and two such peaks closer than ``d`` must be ties, so only groups of tied peaks
-    linked by steps shorter than ``d`` need the one-by-one spacing check (each group alone). A group of more than ``_GREEDY_LIMIT``
-    pixels (a poor map with huge plateaus, where the check would take minutes) keeps the first
-    pixel of each ``(d + 1)`` grid cell instead.
-    """
-    d = max(1, int(min_distance))
-    peaks = (dist == ndi.maximum_filter(dist, size=2 * d + 1)) & mask & (dist > 0)
-    ys, xs = np.nonzero(peaks)  # raster order
-    markers = np.zeros(mask.shape, np.int32)
-    if ys.size == 0:
-        return markers
-    # squares of side d - 1 around two peaks touch when the peaks are less than d apart
-    linked = ndi.maximum_filter(peaks.view(np.uint8), size=d - 1) if d > 2 else peaks.view(np.uint8)
-    groups = ndi.label(linked, structure=np.ones((3, 3), bool))[0][ys, xs]
-    order = np.argsort(groups, kind="stable")  # by group, raster order within a group
-    sizes = np.bincount(groups)
-    keep = np.ones(ys.size, bool)
-    start = 0
-    for group in np.flatnonzero(sizes):
-        idx = order[start : start + sizes[group]]
-        start += sizes[group]
-        if idx.size == 1:
-            continue
-        py, px = ys[idx], xs[idx]
-        if idx.size > _GREEDY_LIMIT:
-            cell = (py // (d + 1)) * (mask.shape[1] // (d + 1) + 1) + px // (d + 1)
-            first = np.zeros(idx.size, bool)
-            first[np.unique(cell, return_index=True)[1]] = True
-            keep[idx[~first]] = False
-            continue
-        kept: list[tuple[int, int]] = []  # plain Python: groups are small, numpy calls cost more
-        for i, (y, x) in enumerate(zip(py.tolist(), px.tolist())):
-            if any(abs(y - ky) < d and abs(x - kx) < d for ky, kx in kept):
-                keep[idx[i]] = False
-            else:
-                kept.append((y, x))
-    markers[ys[keep], xs[keep]] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return markers
-
-
-#: Default ``min_depth`` of :func:`probability_to_labels`, in px (measured: docs/network.md).
-MIN_DEPTH = 0.5
-#: Gaussian smoothing (px) of the distance map that seeds and basin depths are taken from.
-SEED_SIGMA = 1.0
-
-
-def typical_radius(distance: np.ndarray, mask: np.ndarray) -> float:
-    """Typical object radius in px from the distance to the background inside ``mask``.
-
-    Inside a disk of radius R the mean distance to the edge is R / 3; unlike component areas,
-    this is not inflated by clusters of touching objects.
-    """
-    return 3.0 * float(distance[mask].mean()) if mask.any() else 0.0
-
-
-def _seeds_2class(mask: np.ndarray, min_distance: Optional[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeds from maxima of the smoothed distance transform: (markers, flood surface, distance).
-
-    Euclidean distance to the background, smoothed by a ``SEED_SIGMA`` Gaussian and zero outside
-    the mask. The exact metric and the smoothing matter for seeds that do not move with the
-    pixel grid: with the octagonal chamfer distance (5x faster) and no smoothing, a 1-px change
-    of an outline adds or removes maxima along the ridge of an elongated nucleus. Segmenting the
-    29 held-out BBBC039 images and the same images moved by (37, 91) px left 111 of 2,968 nuclei
-    unmatched between the two (F1 0.981); with this map and :func:`merge_shallow_basins`, 30 of
-    2,855 (F1 0.9948), and F1 against the manual masks rose from 0.906 to 0.923
-    (benchmarks/seams.py, docs/network.md).
-    """
-    distance = ndi.distance_transform_edt(mask).astype(np.float32)
-    if SEED_SIGMA > 0:
-        distance = ndi.gaussian_filter(distance, SEED_SIGMA, output=np.float32)
-        distance *= mask
-    if min_distance is None:
-        min_distance = max(2, int(round(0.6 * typical_radius(distance, mask))))
-    markers = _distance_peaks(distance, mask, int(min_distance))
-    # the flood surface in 1/64-px levels (uint16, up to 1023 px from the edge): coarser levels
-    # (uint8 half-px) leave tied plateaus whose flooding order depends on the band of
-    # watershed_bands; with these, bands and whole image agree pixel for pixel, at the same speed
-    surface = (65535.0 - np.minimum(np.rint(64.0 * distance), 65535.0)).astype(np.uint16)
-    return markers, surface, distance
-
-
-def _seed_unseeded(markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Give every connected component of ``mask`` without a marker one marker (its own label)."""
-    components, n = ndi.label(mask)
-    if n == 0:
-        return markers
-    seeded = np.zeros(n + 1, dtype=bool)
-    seeded[components[markers > 0]] = True
-    seeded[0] = True
-    if seeded.all():
-        return markers
-    lut = np.zeros(n + 1, dtype=np.int64)
-    missing = ~seeded
-    lut[missing] = markers.max() + np.arange(1, int(missing.sum()) + 1)
-    extra = lut[components]
-    return np.where(extra > 0, extra, markers).astype(np.int32)
-
-
-def merge_shallow_basins(labels: np.ndarray, height: np.ndarray, min_depth: float) -> np.ndarray:
-    """Merge touching basins whose dividing saddle is less than ``min_depth`` below the lower peak.
-
-    The "dynamics" criterion of h-maxima seeds, computed on the basins of a watershed instead
-    of by morphological reconstruction (skimage's ``h_maxima`` costs ~5 s on a 2048^2 map):
-    a basin's peak is its highest ``height`` value; the saddle of two 4-connected touching
-    basins is the highest ``min(height[p], height[q])`` over the pixel pairs across their
-    border. Borders are taken highest saddle first (union-find), each merge keeping the higher
-    peak, which reproduces the nesting of flooding. A split then needs a real neck (a dip of at
-    least ``min_depth``), not a bump of the outline: small changes of the outline no longer
-    decide between one and two objects.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (Y, X)
-        Watershed basins, 0 = background (left as it is).
-    height : ndarray, shape (Y, X)
-        The surface the basins were flooded from, high in object centres (e.g. the distance
-        to the background).
-    min_depth : float
-        Smallest dip, in ``height`` units, that keeps two basins apart.
-
-    Returns
-    -------
-    ndarray
-        Labels of the same dtype; a merged group takes the label of the basin with the
-        higher peak (labels are not renumbered).
-
-    Examples
-    --------
-    >>> h = np.array([[0, 3, 2, 3, 0, 5, 1, 5, 0]], float)   # a shallow neck, then a deep one
-    >>> lab = np.array([[0, 1, 1, 2, 0, 3, 3, 4, 0]])
-    >>> merge_shallow_basins(lab, h, 2.0)[0].tolist()
-    [0, 1, 1, 1, 0, 3, 3, 4, 0]
-    """
-    labels = np.asarray(labels)
-    n = int(labels.max()) if labels.size else 0
-    if n < 2 or min_depth <= 0:
-        return labels
-    height = np.asarray(height)
-    peak = np.full(n + 1, -np.inf)
-    inside = labels.ravel() > 0
-    np.maximum.at(peak, labels.ravel()[inside], height.ravel()[inside])  # 3.5x faster than ndi.maximum (a sort)
-    keys, saddles = [], []
-    for cut_a, cut_b in ((np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1], np.s_[1:])):
-        a, b = labels[cut_a], labels[cut_b]
-        cross = (a != b) & (a > 0) & (b > 0)
-        la, lb = a[cross].astype(np.int64), b[cross].astype(np.int64)
-        keys.append(np.minimum(la, lb) * (n + 1) + np.maximum(la, lb))
-        saddles.append(np.minimum(height[cut_a][cross], height[cut_b][cross]))
-    key, saddle = np.concatenate(keys), np.concatenate(saddles)
-    if key.size == 0:
-        return labels
-    order = np.lexsort((-saddle, key))  # by pair, highest saddle first
-    key, saddle = key[order], saddle[order]
-    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    pair_key, pair_saddle = key[first], saddle[first].astype(np.float64)
-    parent = np.arange(n + 1)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    merged = False
-    for k in np.argsort(-pair_saddle, kind="stable").tolist():
-        ra, rb = root(int(pair_key[k] // (n + 1))), root(int(pair_key[k] % (n + 1)))
-        if ra == rb or min(peak[ra], peak[rb]) - pair_saddle[k] >= min_depth:
-            continue
-        if peak[ra] < peak[rb] or (peak[ra] == peak[rb] and rb < ra):
-            ra, rb = rb, ra
-        parent[rb] = ra  # the higher peak's basin absorbs the other
-        merged = True
-    if not merged:
-        return labels
-    lut = np.array([root(i) for i in range(n + 1)], dtype=labels.dtype)
-    return lut[labels]
 
 
 def available_cpus() -> int:
@@ -374,8 +187,8 @@ def probability_to_labels(
         markers, _ = ndi.label(prob[1] > threshold)
         surface = _flood_surface(prob[1])
     else:
-        markers, surface, distance = _seeds_2class(mask, min_distance)
-    markers = _seed_unseeded(markers, mask)
+        markers, surface, distance = distance_seeds(mask, min_distance)
+    markers = seed_unseeded(markers, mask)
     # bands overlap by several object radii (2 area / perimeter is the radius of a disk; the
     # count of mask/background pixel edges overestimates the perimeter by up to 4 / pi)
     edges = np.count_nonzero(mask[1:] != mask[:-1]) + np.count_nonzero(mask[:, 1:] != mask[:, :-1])
