@@ -78,8 +78,7 @@ def main() -> int:
         else:
             prob, _ = predict_tiled(img, predictor, tile_size=t, two_pass=mode != "single-pass", batch_size=cfg.segment.batch_size,
                                     uncertainty=False, offset=t // 2 + 4 if "offset" in mode else None)
-        return probability_to_labels(prob, threshold=cfg.segment.threshold, min_size=cfg.segment.min_size, dilation=cfg.dilation(),
-                                     min_depth=cfg.segment.min_depth)
+        return probability_to_labels(prob, dilation=cfg.dilation(), **cfg.segment.instance_options())
 
     counts = {mode: np.zeros(3, int) for mode in MODES}
     per_image: dict[str, list[float]] = {mode: [] for mode in MODES}

@@ -109,8 +109,7 @@ def end_to_end(path: Path, out: Path, cfg: ExperimentConfig, infer) -> dict[str,
     raw, t["read"] = _timed(read_image, path)
     x, t["preprocess"] = _timed(prepare_input, raw.astype(np.float32), cfg)
     prob, t["inference"] = _timed(infer, x)
-    labels, t["postprocess"] = _timed(probability_to_labels, prob, cfg.segment.threshold, cfg.segment.min_size, cfg.dilation(),
-                                      min_depth=cfg.segment.min_depth)
+    labels, t["postprocess"] = _timed(probability_to_labels, prob, dilation=cfg.dilation(), **cfg.segment.instance_options())
     _, t["write"] = _timed(write_labels, out, labels)
     t["total"] = sum(t.values())
     t["objects"] = int(labels.max())

@@ -100,4 +100,5 @@ def test_defaults_are_the_papers() -> None:
 def test_segment_min_depth_is_read_and_saved(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD + "\n[segment]\nmin_depth = 1\n"))
     assert cfg.segment.min_depth == 1.0 and isinstance(cfg.segment.min_depth, float)
+    assert cfg.segment.instance_options() == {"threshold": 0.5, "min_size": None, "min_depth": 1.0}
     assert load_config(write(tmp_path, GOOD)).segment.min_depth is None  # the library default (0.5 px) applies

@@ -140,6 +140,11 @@ class SegmentConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bfloat16: bool = True
 
+    def instance_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`stainseg.segment.instances.probability_to_labels` set here
+        (``threshold``, ``min_size``, ``min_depth``); the dilation comes from :meth:`ExperimentConfig.dilation`."""
+        return {"threshold": self.threshold, "min_size": self.min_size, "min_depth": self.min_depth}
+
 
 @dataclass
 class EvaluationConfig:

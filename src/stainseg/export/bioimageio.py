@@ -272,8 +272,7 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
     with torch.inference_mode():  # the expected output, by stainseg's own normalisation and network
         logits = model.float()(torch.from_numpy(normalize(test_input[0]))[None])
         test_output = torch.softmax(logits.float(), dim=1).numpy().astype(np.float32)
-    labels = probability_to_labels(test_output[0], threshold=cfg.segment.threshold, min_size=cfg.segment.min_size,
-                                   dilation=cfg.dilation(), min_depth=cfg.segment.min_depth)
+    labels = probability_to_labels(test_output[0], dilation=cfg.dilation(), **cfg.segment.instance_options())
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

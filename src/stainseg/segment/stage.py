@@ -101,8 +101,7 @@ def _instances(prob: np.ndarray, cfg: Any) -> tuple[np.ndarray, float]:
     from stainseg.segment.instances import probability_to_labels
 
     t0 = time.perf_counter()
-    labels = probability_to_labels(prob, threshold=cfg.segment.threshold, min_size=cfg.segment.min_size, dilation=cfg.dilation(),
-                                   min_depth=cfg.segment.min_depth)
+    labels = probability_to_labels(prob, dilation=cfg.dilation(), **cfg.segment.instance_options())
     return labels, time.perf_counter() - t0
 
 

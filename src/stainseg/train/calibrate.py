@@ -9,7 +9,7 @@ each against their automatic labels, and keep the best (as nnU-Net derives setti
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -18,16 +18,18 @@ from stainseg.io.atomic import write_json
 CANDIDATES = (1, 3, 5, 7, 9, 11, 13)
 
 
-def score_dilations(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], threshold: float,
-                    min_size: int | None, candidates: Sequence[int] = CANDIDATES,
-                    min_depth: float | None = None) -> dict[int, dict[str, float]]:
-    """Pooled % F >= 0.6 and F1@IoU0.5 against ``labels`` for every candidate dilation."""
+def score_dilations(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], options: Mapping[str, Any],
+                    candidates: Sequence[int] = CANDIDATES) -> dict[int, dict[str, float]]:
+    """Pooled % F >= 0.6 and F1@IoU0.5 against ``labels`` for every candidate dilation.
+
+    ``options`` are the other keyword arguments of ``probability_to_labels`` (``SegmentConfig.instance_options()``).
+    """
     from stainseg.evaluate.stage import evaluate_arrays
     from stainseg.segment.instances import probability_to_labels
 
     scores = {}
     for d in candidates:
-        pairs = {str(i): (lab, probability_to_labels(p, threshold=threshold, min_size=min_size, dilation=d, min_depth=min_depth))
+        pairs = {str(i): (lab, probability_to_labels(p, dilation=d, **options))
                  for i, (p, lab) in enumerate(zip(probabilities, labels))}
         overall = evaluate_arrays(pairs)["overall"]
         scores[int(d)] = {"percent_f_above": float(overall["percent_f_above"]), "f1": float(overall["f1"])}
@@ -57,7 +59,7 @@ def calibrate_dilation(model_dir: str | Path, images: Sequence[np.ndarray], labe
     predictor = TorchPredictor(model, device=cfg.segment.device, bfloat16=cfg.segment.bfloat16)
     probs = [predict_tiled(im, predictor, tile_size=cfg.segment.tile_size, two_pass=cfg.segment.two_pass,
                            batch_size=cfg.segment.batch_size, uncertainty=False)[0] for im in images]
-    scores = score_dilations(probs, labels, cfg.segment.threshold, cfg.segment.min_size, min_depth=cfg.segment.min_depth)
+    scores = score_dilations(probs, labels, cfg.segment.instance_options())
     best = best_dilation(scores)
     record = {"dilation": best, "paper_default": 9 if cfg.objects == "cells" else 3, "images": len(images),
               "scores": {str(d): s for d, s in scores.items()}}
