@@ -136,7 +136,8 @@ def run_default(args) -> None:
     else:
         model, cfg, channels = random_model(3), ExperimentConfig(objects="nuclei"), 3
         what = "StainNet random weights"
-    cells = synthetic_cells((size, size), n_cells=int(1000 * (size / 2048) ** 2))
+    # synthetic cells: for the synthetic image, and for the realistic map timed with a random network
+    cells = synthetic_cells((size, size), n_cells=int(1000 * (size / 2048) ** 2)) if not (args.image and args.model) else None
     if args.image:
         planes = [np.asarray(read_image(p)) for p in args.image]
         image = planes[0] if len(planes) == 1 else np.stack(planes)
