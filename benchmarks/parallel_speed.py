@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from stainseg.parallel import map_tasks
     from stainseg.segment.stage import segment_experiment
     from stainseg.synth import generate_experiment
-    from stainseg.train.model import StainNet
+    from stainseg.network import StainNet
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="stainseg-parallel-"))
     try:

@@ -45,9 +45,10 @@ from stainseg.config import ExperimentConfig, ModelConfig
 from stainseg.io.images import read_image, write_labels
 from stainseg.preprocess import normalize, prepare_input
 from stainseg.segment.instances import labels_blockwise, probability_to_labels
-from stainseg.segment.predictor import TorchPredictor, cpu_supports_bf16, predict_whole_naive
+from stainseg.network import native_bf16
+from stainseg.segment.predictor import TorchPredictor, predict_whole_naive
 from stainseg.segment.tiling import predict_tiled
-from stainseg.train.model import StainNet
+from stainseg.network import StainNet
 
 
 def peak_rss_gb() -> float:
@@ -150,7 +151,7 @@ def run_default(args) -> None:
         source = f"synthetic, {int(cells.max())} cells"
     path = work / "image.tif"
     tifffile.imwrite(path, image, photometric="minisblack")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, native bf16: {cpu_supports_bf16()}, "
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, native bf16: {native_bf16()}, "
           f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"image {image.shape[1]} x {image.shape[2]} x {channels} {image.dtype} ({source}); model {what}, "
           f"tiles {cfg.segment.tile_size} two-pass, batch {cfg.segment.batch_size}")

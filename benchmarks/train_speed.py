@@ -33,7 +33,7 @@ from stainseg.modeldir import load_model
 from stainseg.preprocess import normalize
 from stainseg.segment.instances import probability_to_labels
 from stainseg.train.loop import train
-from stainseg.train.model import probabilities
+from stainseg.network import probabilities
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039"
 

@@ -22,7 +22,7 @@ from stainseg.config import ModelConfig, load_config
 from stainseg.io.images import read_labels, write_labels
 from stainseg.modeldir import save_model_dir
 from stainseg.synth import generate_experiment
-from stainseg.train.model import StainNet
+from stainseg.network import StainNet
 
 SIZE = 64
 

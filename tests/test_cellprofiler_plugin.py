@@ -13,7 +13,7 @@ from skimage.draw import disk
 from stainseg.config import ChannelsConfig, ExperimentConfig, ModelConfig, SegmentConfig
 from stainseg.export.apply import segment_planes
 from stainseg.modeldir import save_model_dir
-from stainseg.train.model import StainNet
+from stainseg.network import StainNet
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 

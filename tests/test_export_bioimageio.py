@@ -14,7 +14,7 @@ from skimage.draw import disk
 from stainseg.config import ChannelsConfig, ExperimentConfig, ModelConfig, SegmentConfig
 from stainseg.errors import StainsegError
 from stainseg.modeldir import save_model_dir
-from stainseg.train.model import StainNet
+from stainseg.network import StainNet
 
 spec = pytest.importorskip("bioimageio.spec", reason="bioimageio.spec is not installed (pip install 'stainseg[bioimageio]')")
 

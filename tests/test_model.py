@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stainseg.config import ModelConfig
-from stainseg.train.model import StainNet, count_parameters, describe, probabilities
+from stainseg.network import StainNet, count_parameters, describe, probabilities
 
 
 @pytest.mark.parametrize("height,width", [(37, 53), (240, 240), (481, 300), (8, 9)])

@@ -20,7 +20,7 @@ from stainseg.io.images import write_labels
 from stainseg.modeldir import save_model_dir
 from stainseg.napari.core import automatic_labels, segment_layers
 from stainseg.napari.reader import get_reader, label_files, read_stainseg
-from stainseg.train.model import StainNet
+from stainseg.network import StainNet
 
 MANIFEST = Path(__file__).resolve().parents[1] / "src" / "stainseg" / "napari" / "napari.yaml"
 

@@ -148,7 +148,7 @@ def experiment(tmp_path_factory):
     from stainseg.modeldir import save_model_dir
     from stainseg.segment.stage import segment_experiment
     from stainseg.synth import generate_experiment
-    from stainseg.train.model import StainNet
+    from stainseg.network import StainNet
 
     root = tmp_path_factory.mktemp("parallel")
     toml = generate_experiment(root / "exp", wells=2, sites=3, times=4, size=128, seed=0)

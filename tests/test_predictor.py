@@ -7,15 +7,9 @@ import pytest
 import torch
 
 from stainseg.config import ModelConfig
-from stainseg.segment.predictor import (
-    TorchPredictor,
-    cpu_supports_bf16,
-    fold_batchnorm,
-    predict_whole_naive,
-    resolve_device,
-)
+from stainseg.network import StainNet, choose_device, fold_batchnorm, native_bf16
+from stainseg.segment.predictor import TorchPredictor, predict_whole_naive
 from stainseg.segment.tiling import predict_tiled
-from stainseg.train.model import StainNet
 
 
 def _trained_like(in_channels=2, head="3class", seed=0):
@@ -63,18 +57,18 @@ def test_predictor_returns_softmax_probabilities(head, k):
 
 def test_precision_follows_the_cpu():
     f = TorchPredictor(_trained_like(), device="cpu", bfloat16=True)
-    assert f.dtype == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
+    assert f.dtype == (torch.bfloat16 if native_bf16() else torch.float32)
     assert TorchPredictor(_trained_like(), device="cpu", bfloat16=False).dtype == torch.float32
 
 
 def test_device_resolution():
-    assert resolve_device("cpu").type == "cpu"
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert choose_device("cpu").type == "cpu"
+    assert choose_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         from stainseg.errors import StainsegError
 
         with pytest.raises(StainsegError):
-            resolve_device("cuda")
+            choose_device("cuda")
 
 
 def test_tiled_prediction_matches_whole_image_inside_tiles():

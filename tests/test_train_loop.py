@@ -15,7 +15,7 @@ from stainseg.errors import StainsegError
 from stainseg.modeldir import check_input, load_model
 from stainseg.preprocess import normalize
 from stainseg.train.loop import learning_rate_at, resolve_schedule, train
-from stainseg.train.model import probabilities
+from stainseg.network import probabilities
 
 
 def synthetic_nuclei(shape=(128, 128), n=14, seed=0) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ import stainseg
 from stainseg.config import ExperimentConfig, load_config, save_config
 from stainseg.errors import StainsegError
 from stainseg.io.atomic import atomic_path, write_csv, write_json, write_text
-from stainseg.train.model import StainNet, describe
+from stainseg.network import StainNet, describe
 
 __all__ = ["save_model_dir", "load_model", "check_input", "FORMAT_VERSION"]
 

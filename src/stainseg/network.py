@@ -26,7 +26,70 @@ from torch import nn
 
 from stainseg.config import ModelConfig
 
-__all__ = ["StainNet", "probabilities", "describe", "n_classes_for"]
+__all__ = ["StainNet", "probabilities", "describe", "n_classes_for", "choose_device", "native_bf16", "fold_batchnorm"]
+
+
+def choose_device(setting: str = "auto") -> torch.device:
+    """The torch device of a ``device`` setting: ``"auto"`` is CUDA when available, else the CPU.
+
+    Asking for ``"cuda"`` without a GPU is a one-line :class:`~stainseg.errors.StainsegError`.
+
+    Examples
+    --------
+    >>> choose_device("cpu").type
+    'cpu'
+    """
+    if setting == "cuda" and not torch.cuda.is_available():
+        from stainseg.errors import StainsegError
+
+        raise StainsegError("device 'cuda' was requested but no CUDA GPU is available; use device = \"auto\" or \"cpu\"")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def native_bf16() -> bool:
+    """True when oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX); emulated bf16 is slower than float32.
+
+    Examples
+    --------
+    >>> isinstance(native_bf16(), bool)
+    True
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # older/newer torch without the private op
+        return False
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with every BatchNorm2d that directly follows a Conv2d /
+    ConvTranspose2d inside an ``nn.Sequential`` folded into that convolution (exact up to rounding).
+
+    Batch norms after additions (residual, skip sums) stay. The input model is not changed.
+
+    Examples
+    --------
+    >>> net = StainNet(ModelConfig(in_channels=1)).eval()
+    >>> x = torch.rand(1, 1, 32, 32)
+    >>> bool(torch.allclose(net(x), fold_batchnorm(net)(x), atol=1e-4))
+    True
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for module in list(model.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules.keys())
+        for first, second in zip(names, names[1:]):
+            conv, norm = module._modules[first], module._modules[second]
+            if isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats and isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
+                module._modules[first] = fuse_conv_bn_eval(conv, norm, transpose=isinstance(conv, nn.ConvTranspose2d))
+                module._modules[second] = nn.Identity()
+    return model
 
 
 def n_classes_for(head: str) -> int:

@@ -37,7 +37,7 @@ from torch import nn
 import stainseg
 from stainseg.config import ModelConfig
 from stainseg.errors import StainsegError
-from stainseg.train.model import StainNet
+from stainseg.network import StainNet
 
 __all__ = ["BioimageioStainNet", "export_bioimageio", "sample_from_experiment", "PAPER_DOI", "CLASS_NAMES"]
 
@@ -246,7 +246,7 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
     from stainseg.preprocess import normalize
     from stainseg.segment.instances import probability_to_labels
     from stainseg.segment.stage import as_channels_first
-    from stainseg.train.model import count_parameters
+    from stainseg.network import count_parameters
 
     model_dir, out_zip = Path(model_dir), Path(out_zip)
     model, cfg, meta = load_model(model_dir)

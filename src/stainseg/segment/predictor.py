@@ -18,46 +18,8 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; ``"cpu"``/``"cuda"`` as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        from stainseg.errors import StainsegError
-
-        raise StainsegError("device 'cuda' was requested but no CUDA GPU is available; use device = \"auto\" or \"cpu\"")
-    return torch.device(device)
-
-
-def cpu_supports_bf16() -> bool:
-    """True when oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX), else False."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # older/newer torch without the private op
-        return False
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Return an eval-mode copy of ``model`` with every BatchNorm2d that directly follows a
-    Conv2d / ConvTranspose2d inside an ``nn.Sequential`` folded into that convolution.
-
-    Batch norms after additions (residual, skip sums) stay. The input model is not changed.
-    """
-    model = copy.deepcopy(model).eval()
-    for module in list(model.modules()):
-        if not isinstance(module, nn.Sequential):
-            continue
-        names = list(module._modules.keys())
-        for first, second in zip(names, names[1:]):
-            conv, norm = module._modules[first], module._modules[second]
-            if isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats and isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
-                transpose = isinstance(conv, nn.ConvTranspose2d)
-                module._modules[first] = fuse_conv_bn_eval(conv, norm, transpose=transpose)
-                module._modules[second] = nn.Identity()
-    return model
+from stainseg.network import choose_device, fold_batchnorm, native_bf16
 
 
 class TorchPredictor:
@@ -84,7 +46,7 @@ class TorchPredictor:
     Examples
     --------
     >>> from stainseg.config import ModelConfig
-    >>> from stainseg.train.model import StainNet
+    >>> from stainseg.network import StainNet
     >>> f = TorchPredictor(StainNet(ModelConfig(in_channels=1)), device="cpu")
     >>> f(np.zeros((2, 1, 32, 32), np.float32)).shape
     (2, 3, 32, 32)
@@ -100,7 +62,7 @@ class TorchPredictor:
         compile: bool = False,
         threads: Optional[int] = None,
     ) -> None:
-        self.device = resolve_device(device)
+        self.device = choose_device(device)
         if threads is not None and self.device.type == "cpu":
             torch.set_num_threads(int(threads))
         model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
@@ -110,7 +72,7 @@ class TorchPredictor:
         if self.device.type == "cuda":
             self.dtype = torch.bfloat16 if bfloat16 and torch.cuda.is_bf16_supported() else (torch.float16 if bfloat16 else torch.float32)
         else:
-            self.dtype = torch.bfloat16 if bfloat16 and cpu_supports_bf16() else torch.float32
+            self.dtype = torch.bfloat16 if bfloat16 and native_bf16() else torch.float32
         self.model = torch.compile(model, dynamic=False) if compile else model
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -40,29 +40,12 @@ from stainseg.io.atomic import atomic_path
 from stainseg.train import distributed
 from stainseg.train.schedule import PRESETS, Schedule, learning_rate_at, resolve_schedule
 from stainseg.train.augment import random_sample, targets_from_labels
-from stainseg.train.model import StainNet
+from stainseg.network import StainNet, choose_device, native_bf16
 from stainseg.train.weights import class_weight_image, foreground_factor
 
-__all__ = ["Schedule", "PRESETS", "resolve_schedule", "train", "select_device", "cpu_supports_bfloat16", "validation_score"]
+__all__ = ["Schedule", "PRESETS", "resolve_schedule", "train", "validation_score"]
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def cpu_supports_bfloat16() -> bool:
-    """True when oneDNN has native bfloat16 on this CPU (AVX512-BF16 / AMX); emulated bf16 is slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - older / unusual builds
-        return False
-
-
-def select_device(setting: str) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU. Asking for CUDA without one is a StainsegError."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise StainsegError("train.device = 'cuda' but no CUDA GPU is available; use 'auto' or 'cpu'")
-    if setting in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -204,9 +187,9 @@ def train(
     cfg.model.in_channels = in_channels
     tcfg = cfg.train
     sched = resolve_schedule(cfg)
-    device = select_device(tcfg.device)
+    device = choose_device(tcfg.device)
     dinfo, device = distributed.setup(device)
-    use_amp = bool(tcfg.bfloat16) and (device.type == "cuda" or cpu_supports_bfloat16())
+    use_amp = bool(tcfg.bfloat16) and (device.type == "cuda" or native_bf16())
     channels_last = True
 
     torch.manual_seed(tcfg.seed)
