@@ -7,7 +7,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from stainseg.errors import StainsegError
-from stainseg.groundtruth.illumination import apply_field, background_field, correct_illumination, plate_illumination
+from stainseg.groundtruth.illumination import (apply_field, background_field, correct_illumination, flat_field,
+                                               plate_illumination)
 
 
 def _cells(shape, n_cells, rng, radius=12.0, brightness=400.0):
@@ -114,3 +115,61 @@ def test_confluent_patch_keeps_its_stain_cellprofiler_human(cellprofiler_human):
     empty = np.median(corrected[0:70, 240:370])  # cell-free top of the field
     patch = np.median(corrected[200:400, 300:500])  # the dense patch on the right
     assert patch > 2 * empty, (patch, empty)  # raw: 28 vs 8; a fit that follows the patch gave 19 vs 19
+
+
+def test_flat_field_from_many_images_follows_the_shared_gradient():
+    """Cells in different places on each image, one illumination: the flat-field is the true field."""
+    rng = np.random.default_rng(5)
+    shape = (256, 320)
+    truth = _gradient(shape, 2.5)
+    images = [((_cells(shape, 80, rng)[0] + rng.normal(0, 2, shape)) * truth * rng.uniform(0.5, 2.0)).astype(np.float32)
+              for _ in range(5)]
+    field = flat_field(iter(images))  # any iterable
+    assert field.shape == shape and field.dtype == np.float32
+    assert abs(float(field.mean()) - 1) < 1e-4
+    assert np.max(np.abs(field / (truth / truth.mean()) - 1)) < 0.03
+    # it is the median of the per-image fields: no worse than the typical single-image fit
+    single = [np.max(np.abs(background_field(im) / (truth / truth.mean()) - 1)) for im in images]
+    assert np.max(np.abs(field / (truth / truth.mean()) - 1)) <= np.median(single) + 1e-3
+    # one image: the flat-field is that image's own field
+    np.testing.assert_allclose(flat_field([images[0]]), background_field(images[0]), rtol=1e-4)
+    with pytest.raises(StainsegError, match="shape"):
+        flat_field([np.ones((64, 64)), np.ones((64, 72))])
+    with pytest.raises(StainsegError, match="no images"):
+        flat_field([])
+
+
+def test_flat_field_of_flat_images_is_one():
+    np.testing.assert_allclose(flat_field([np.zeros((64, 80), np.uint16), np.full((64, 80), 9, np.uint16)]), 1.0, atol=1e-6)
+
+
+@pytest.mark.data
+def test_fast_field_equals_reference_on_real_planes(shared_data):
+    """The block means and mean-1 scaling of background_field agree with the plain computation on real images.
+
+    Reference: float copy, ``reshape(...).mean`` 4 x 4 block means, full-size evaluation of the fit,
+    clamp at 0.1 and division by the pixel mean (the implementation before the speed-up).
+    """
+    from stainseg.groundtruth import illumination as il
+    from stainseg.io.images import read_image
+
+    paths = [sorted((shared_data / "bbbc039" / "images").glob("*.tif"))[0],
+             sorted((shared_data / "deepcell" / "images").glob("*_phase.tif"))[0],
+             shared_data / "isl" / "images" / "isl_s1_phase_z06.tif"]
+    for path in paths:
+        plane = read_image(path)
+        image = plane.astype(np.float32)
+        size = max(1, min(image.shape) // il.FIT_BLOCKS)
+        ny, nx = image.shape[0] // size, image.shape[1] // size
+        crop = image[: ny * size, : nx * size]
+        if size >= 16 and size % 4 == 0:
+            crop = crop.reshape(ny * size // 4, 4, nx * size // 4, 4).mean(axis=(1, 3), dtype=np.float32)
+        inner = crop.shape[0] // ny
+        medians = np.median(crop.reshape(ny, inner, nx, inner).transpose(0, 2, 1, 3).reshape(ny, nx, -1), axis=-1)
+        np.testing.assert_allclose(il.block_medians(plane)[0], medians, rtol=1e-6)
+        surface = il._fit_surface(medians.astype(np.float32), *il.block_medians(plane)[1:], image.shape, 5, 5, 2.0)
+        reference = surface / surface.mean()
+        np.maximum(reference, 0.1, out=reference)
+        reference /= reference.mean()
+        field = background_field(plane)
+        assert np.max(np.abs(field / reference - 1)) < 1e-5, path.name
