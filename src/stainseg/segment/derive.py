@@ -214,7 +214,7 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     Every combination of the grid is scored against ``labels`` (pooled over the crops) with the
     mean of F1@IoU0.5 and the fraction of objects with F >= 0.6. The watershed runs once per
     threshold (with no size filter and no dilation); the size filter and the dilation, which
-    act after it, are applied to that cached result, so a grid of 5 x 7 x 3 costs 5 watersheds.
+    act after it, are applied to that cached result, so a grid of 5 x 7 x 3 costs 5 watersheds; each dilation grows the previous one by one ring.
 
     Parameters
     ----------
@@ -253,6 +253,8 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     if len(probabilities) != len(labels) or not len(labels):
         raise ValueError(f"calibrate needs as many probability maps as label images (got {len(probabilities)} and {len(labels)})")
     g = {**GRID, **(grid or {})}
+    if any(int(d) < 1 or int(d) % 2 == 0 for d in g["dilation"]):
+        raise ValueError(f"calibration dilations must be odd numbers >= 1, got {list(g['dilation'])}")
     start = time.perf_counter()
     keep = {k: base[k] for k in ("min_distance", "min_depth") if base.get(k) is not None}
     base_min = int(base.get("min_size") or 4)
@@ -262,9 +264,14 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         raw = [probability_to_labels(p, threshold=float(threshold), min_size=1, dilation=1, **keep) for p in probabilities]
         for factor in g["min_size_factor"]:
             min_size = max(4, int(round(base_min * float(factor))))
-            kept = [_size_filter(r, min_size) for r in raw]
-            for d in g["dilation"]:
-                pred = [dilate_labels(k, int(d)) for k in kept]
+            pred = [_size_filter(r, min_size) for r in raw]
+            reach = 0
+            for d in sorted(int(x) for x in g["dilation"]):
+                # one more ring of the same breadth-first growth: dilation d from dilation d - 2
+                grow = 2 * ((d - 1) // 2 - reach) + 1
+                if grow > 1:
+                    pred = [dilate_labels(k, grow) for k in pred]
+                reach = (d - 1) // 2
                 row = {"threshold": float(threshold), "dilation": int(d), "min_size_factor": float(factor),
                        "min_size": min_size, **pooled_score(labels, pred)}
                 table.append(row)

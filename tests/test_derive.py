@@ -1,0 +1,122 @@
+"""Instance settings derived from the training labels (segment/derive.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from stainseg.segment.derive import calibrate, derived_settings, object_statistics, pooled_score
+
+
+def nuclei_labels(shape=(256, 256), n=30, radius=10.0, seed=0) -> np.ndarray:
+    """Non-overlapping elliptical nuclei of varied size and orientation (some touching)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lab = np.zeros(shape, np.int32)
+    k = 0
+    for _ in range(20 * n):
+        if k == n:
+            break
+        r = radius * rng.uniform(0.7, 1.3)
+        a, b = r * rng.uniform(1.0, 1.4), r * rng.uniform(0.7, 1.0)
+        cy, cx = rng.uniform(r, shape[0] - r), rng.uniform(r, shape[1] - r)
+        t = rng.uniform(0, np.pi)
+        u = (yy - cy) * np.cos(t) + (xx - cx) * np.sin(t)
+        v = -(yy - cy) * np.sin(t) + (xx - cx) * np.cos(t)
+        disk = (u / a) ** 2 + (v / b) ** 2 <= 1
+        if (lab[disk] > 0).any():
+            continue
+        k += 1
+        lab[disk] = k
+    return lab
+
+
+def test_statistics_of_known_squares():
+    lab = np.zeros((100, 100), np.int32)
+    lab[10:20, 10:20] = 1  # 100 px
+    lab[40:60, 40:60] = 2  # 400 px
+    lab[0:5, 0:50] = 3  # touches the border: not in the area statistics
+    s = object_statistics([lab, np.zeros((50, 50), np.int32)])
+    assert s["objects"] == 3 and s["count_per_image"] == [3, 0] and s["border_objects"] == 1
+    assert s["area_median"] == 250.0 and s["area_min"] == 100.0
+    assert s["diameter"] == pytest.approx(2 * np.sqrt(250 / np.pi))
+
+
+def test_derived_settings_scale_with_object_size():
+    lab = nuclei_labels(seed=1)
+    big = np.kron(lab, np.ones((2, 2), lab.dtype))  # the same objects imaged at twice the magnification
+    small_s, big_s = derived_settings(object_statistics([lab])), derived_settings(object_statistics([big]))
+    assert big_s["min_size"] / small_s["min_size"] == pytest.approx(4.0, rel=0.1)
+    assert big_s["min_distance"] / small_s["min_distance"] == pytest.approx(2.0, rel=0.2)
+    assert big_s["min_depth"] >= small_s["min_depth"]
+    # a speck of a few percent of a nucleus is below min_size, a small real nucleus is not
+    areas = np.bincount(lab.ravel())[1:]
+    assert 0.03 * np.median(areas) < small_s["min_size"] < areas.min()
+
+
+def test_settings_are_json_round_trippable():
+    stats = object_statistics([nuclei_labels(seed=2), nuclei_labels(seed=3)])
+    settings = derived_settings(stats)
+    assert json.loads(json.dumps(stats)) == stats
+    assert json.loads(json.dumps(settings)) == settings
+    lab = nuclei_labels((96, 96), n=6, seed=4)
+    prob = np.stack([1.0 - 0.9 * (lab > 0), 0.9 * (lab > 0)]).astype(np.float32)
+    out = calibrate([prob], [lab], settings, {"threshold": (0.5,), "dilation": (1, 3), "min_size_factor": (1.0,)})
+    assert json.loads(json.dumps(out)) == out
+
+
+def network_like_probability(lab: np.ndarray, faint_peak: float, blob_peak: float, seed: int) -> np.ndarray:
+    """A 2-class map as a network draws it: soft edges, a quarter of the nuclei faint, false blobs in the background."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(1, lab.max() + 1)
+    peak = np.where(rng.random(ids.size) < 0.25, faint_peak, 0.95)
+    fg = np.r_[0.0, peak][lab]
+    blobs = nuclei_labels(lab.shape, n=12, radius=8.0, seed=seed + 100)
+    blobs[ndi.binary_dilation(lab > 0, iterations=4)] = 0
+    fg = np.maximum(fg, blob_peak * (blobs > 0))
+    fg = ndi.gaussian_filter(fg, 1.0) + rng.normal(0, 0.02, lab.shape)
+    fg = np.clip(fg, 0.0, 1.0).astype(np.float32)
+    return np.stack([1.0 - fg, fg])
+
+
+@pytest.mark.parametrize("faint_peak, blob_peak, right", [(0.7, 0.45, 0.5), (0.8, 0.55, 0.6), (0.55, 0.35, 0.4)])
+def test_calibration_picks_the_threshold_between_false_blobs_and_faint_nuclei(faint_peak, blob_peak, right):
+    labs = [nuclei_labels(seed=s) for s in (10, 11, 12)]
+    probs = [network_like_probability(lab, faint_peak, blob_peak, seed=s) for s, lab in zip((10, 11, 12), labs)]
+    base = derived_settings(object_statistics(labs))
+    out = calibrate(probs, labs, base, {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7)})
+    assert out["settings"]["threshold"] == right
+    assert out["score"]["f1"] > 0.95 and out["score"]["n_pred"] == out["score"]["n_truth"]
+    assert len(out["table"]) == 5 * 7 * 3
+    # lower thresholds keep the blobs as objects: more predictions than nuclei
+    low = [r for r in out["table"] if r["threshold"] < right - 0.15]
+    assert all(r["n_pred"] > r["n_truth"] for r in low)
+
+
+def test_pooled_score_counts_specks_as_false_positives():
+    lab = nuclei_labels((128, 128), n=8, seed=5)
+    specks = lab.copy()
+    specks[2:5, 2:5] = lab.max() + 1
+    specks[120:123, 60:63] = lab.max() + 2
+    clean, noisy = pooled_score([lab], [lab]), pooled_score([lab], [specks])
+    assert clean["f1"] == 1.0 and clean["n_pred"] == 8
+    assert noisy["n_pred"] == 10 and noisy["f1"] == pytest.approx(16 / 18)
+    assert noisy["fraction_f_above"] == 1.0  # specks do not hurt the per-nucleus F-score, only F1
+
+
+def test_cached_calibration_equals_segmenting_each_combination():
+    from stainseg.segment.instances import probability_to_labels
+
+    lab = nuclei_labels((128, 128), n=10, seed=6)
+    prob = network_like_probability(lab, 0.7, 0.45, seed=6)
+    base = {"min_size": 40, "min_distance": 5, "min_depth": 0.5}
+    out = calibrate([prob], [lab], base, {"threshold": (0.4, 0.6), "dilation": (1, 5, 9), "min_size_factor": (0.5, 2.0)})
+    for row in out["table"]:
+        direct = probability_to_labels(prob, threshold=row["threshold"], min_size=row["min_size"], dilation=row["dilation"],
+                                       min_distance=5, min_depth=0.5)
+        assert pooled_score([lab], [direct]) == {k: row[k] for k in ("fraction_f_above", "f1", "score", "n_truth", "n_pred")}
+    with pytest.raises(ValueError, match="odd"):
+        calibrate([prob], [lab], base, {"dilation": (1, 4)})
