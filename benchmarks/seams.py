@@ -26,12 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from stainseg.evaluate.matching import overlap_table
-from stainseg.io.images import as_float, read_image
-from stainseg.modeldir import load_model
-from stainseg.preprocess import prepare_input
+from stainseg.io.images import read_image
+from stainseg.model import Model
 from stainseg.segment.instances import probability_to_labels
-from stainseg.segment.predictor import TorchPredictor
-from stainseg.segment.stage import as_channels_first
 from stainseg.segment.tiling import predict_tiled
 
 MODES = ("two-pass", "single-pass", "two-pass, offset t/2 + 4", "whole image")
@@ -67,24 +64,27 @@ def main() -> int:
     ap.add_argument("--crop", action="store_true", help="shift by cropping instead of growing the canvas")
     ap.add_argument("--float32", action="store_true", help="float32 inference even where bfloat16 is native")
     args = ap.parse_args()
-    model, cfg, meta = load_model(args.model)
-    predictor = TorchPredictor(model, device="cpu", bfloat16=cfg.segment.bfloat16 and not args.float32)
+    model = Model.load(args.model, device="cpu")
+    model.segment_settings.bfloat16 = model.segment_settings.bfloat16 and not args.float32
+    predictor = model.predictor()
     dy, dx = args.shift
-    t = cfg.segment.tile_size
+    t = model.segment_settings.tile_size
 
     def labels(img: np.ndarray, mode: str) -> np.ndarray:
         if mode == "whole image":
             prob = predictor(img[None])[0]
+        elif "offset" in mode:  # the model's own tiling has no offset setting: the same call with one
+            prob, _ = predict_tiled(img, predictor, tile_size=t, two_pass=True, batch_size=model.segment_settings.batch_size,
+                                    uncertainty=False, offset=t // 2 + 4)
         else:
-            prob, _ = predict_tiled(img, predictor, tile_size=t, two_pass=mode != "single-pass", batch_size=cfg.segment.batch_size,
-                                    uncertainty=False, offset=t // 2 + 4 if "offset" in mode else None)
-        return probability_to_labels(prob, dilation=cfg.dilation(), **cfg.segment.instance_options())
+            prob, _ = model.predict_prepared(img, two_pass=mode != "single-pass")
+        return probability_to_labels(prob, **model.instance_options())
 
     counts = {mode: np.zeros(3, int) for mode in MODES}
     per_image: dict[str, list[float]] = {mode: [] for mode in MODES}
     start = time.perf_counter()
     for path in args.images:
-        x = prepare_input(as_channels_first(as_float(read_image(path)), int(meta["in_channels"]), path), cfg)
+        x = model.prepare(read_image(path), path)
         if args.crop:
             moved, undo = x[:, dy:, dx:], (slice(dy, None), slice(dx, None))
         else:
