@@ -10,6 +10,7 @@ import numpy as np
 from stainseg.config import GroundTruthConfig
 from stainseg.errors import StainsegError
 from stainseg.groundtruth.cells import segment_cells
+from stainseg.groundtruth.extent import cells_from_nuclei
 from stainseg.groundtruth.illumination import apply_field, correct_illumination
 from stainseg.groundtruth.nuclei import project_z, segment_nuclei
 from stainseg.groundtruth.qc import qc_metrics
@@ -45,7 +46,8 @@ def correct_stain(stack: np.ndarray, cfg: GroundTruthConfig, plate_field: np.nda
 
 def groundtruth_for_set(stains: Mapping[str, np.ndarray], nuclei_channel: str, cytoplasm_channel: str | None = None,
                         objects: str = "nuclei", cfg: GroundTruthConfig | None = None,
-                        plate_fields: Mapping[str, np.ndarray] | None = None
+                        plate_fields: Mapping[str, np.ndarray] | None = None,
+                        label_free: np.ndarray | None = None
                         ) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
     """Automatic labels of one image set from its stains.
 
@@ -56,13 +58,19 @@ def groundtruth_for_set(stains: Mapping[str, np.ndarray], nuclei_channel: str, c
     nuclei_channel : str
         Name of the nuclear stain.
     cytoplasm_channel : str, optional
-        Name of the cytoplasm / cell-body stain; required for ``objects="cells"``.
+        Name of the cytoplasm / cell-body stain. ``objects="cells"`` needs it or ``label_free``.
     objects : {"nuclei", "cells"}
         Label nuclei (scenario B) or whole cells (scenario A).
     cfg : GroundTruthConfig, optional
         Illumination, diameter, minimum area, border and dilation settings (defaults when None).
     plate_fields : mapping of channel name -> (Y, X) ndarray, optional
         Plate illumination functions, used when ``cfg.illumination == "plate"``.
+    label_free : (C, Y, X) or (Y, X) ndarray, optional
+        The raw label-free input planes (phase contrast, bright-field, focal planes) of the same
+        field. With ``objects="cells"`` and no cytoplasm channel, the cell extent comes from their
+        texture (:func:`stainseg.groundtruth.extent.cells_from_nuclei`); each plane is
+        illumination-corrected by its own spline fit unless ``cfg.illumination == "none"``
+        (plate functions exist only for the stains).
 
     Returns
     -------
@@ -72,14 +80,17 @@ def groundtruth_for_set(stains: Mapping[str, np.ndarray], nuclei_channel: str, c
         :func:`qc_metrics` of the labels against the stain they came from, plus ``n_nuclei``.
     extras : dict
         ``corrected``: channel -> corrected, projected (Y, X) float32 stain (for previews);
-        ``nuclei``: the nuclei labels.
+        ``nuclei``: the nuclei labels; ``label_free``: the corrected, mean-projected label-free
+        plane when the cells came from it.
     """
     cfg = cfg or GroundTruthConfig()
     if objects not in ("nuclei", "cells"):
         raise StainsegError(f"objects must be 'nuclei' or 'cells', got {objects!r}")
-    needed = [nuclei_channel] + ([cytoplasm_channel] if objects == "cells" else [])
-    if objects == "cells" and not cytoplasm_channel:
-        raise StainsegError("objects = 'cells' needs a cytoplasm stain; set channels.cytoplasm in the experiment file")
+    from_texture = objects == "cells" and not cytoplasm_channel
+    needed = [nuclei_channel] + ([cytoplasm_channel] if objects == "cells" and not from_texture else [])
+    if from_texture and label_free is None:
+        raise StainsegError("objects = 'cells' needs a cytoplasm stain or the label-free input planes; "
+                            "set channels.cytoplasm in the experiment file or pass label_free")
     missing = [c for c in needed if c not in stains]
     if missing:
         raise StainsegError(f"image set has no stain {', '.join(map(repr, missing))} (it has {', '.join(map(repr, stains))}); "
@@ -94,7 +105,12 @@ def groundtruth_for_set(stains: Mapping[str, np.ndarray], nuclei_channel: str, c
 
     nuclei = segment_nuclei(corrected[nuclei_channel], diameter=cfg.nucleus_diameter, min_area=cfg.min_area,
                             exclude_border=cfg.exclude_border)
-    if objects == "cells":
+    extras: dict[str, Any] = {"corrected": corrected, "nuclei": nuclei}
+    if from_texture:
+        planes = _label_free_planes(label_free, cfg, nuclei.shape)
+        labels = cells_from_nuclei(planes, nuclei)
+        source = extras["label_free"] = project_z(planes)
+    elif objects == "cells":
         labels = segment_cells(corrected[cytoplasm_channel], nuclei, cfg.cytoplasm_dilation)
         source = corrected[cytoplasm_channel]
     else:
@@ -102,7 +118,18 @@ def groundtruth_for_set(stains: Mapping[str, np.ndarray], nuclei_channel: str, c
         source = corrected[nuclei_channel]
     metrics = qc_metrics(labels, source)
     metrics["n_nuclei"] = int(nuclei.max())
-    return labels, metrics, {"corrected": corrected, "nuclei": nuclei}
+    return labels, metrics, extras
+
+
+def _label_free_planes(label_free: np.ndarray, cfg: GroundTruthConfig, shape: tuple[int, ...]) -> np.ndarray:
+    """Label-free input as (C, Y, X) float32, each plane illumination-corrected by its own spline fit."""
+    planes = _stack(label_free, "label-free input")
+    if planes.shape[-2:] != tuple(shape):
+        raise StainsegError(f"label-free input is {planes.shape[-2]} x {planes.shape[-1]} pixels but the nuclear stain "
+                            f"is {shape[0]} x {shape[1]}; they must image the same field")
+    if cfg.illumination == "none":
+        return planes
+    return correct_illumination(planes, cfg.spline_grid, cfg.spline_iterations)[0]
 
 
 def preview_png(path: str | Path, image: np.ndarray, labels: np.ndarray, colour: tuple[float, float, float] = (1.0, 0.9, 0.0)) -> Path:

@@ -41,7 +41,7 @@ class GroundTruthSummary:
 
 
 def stain_channels(cfg: ExperimentConfig) -> list[str]:
-    """The stain channels the labels are made from (nuclei, and cytoplasm for cells)."""
+    """The stain channels the labels are made from (nuclei, and cytoplasm for cells when there is one)."""
     chans = [cfg.channels.nuclei]
     if cfg.objects == "cells":
         chans.append(cfg.channels.cytoplasm)
@@ -77,15 +77,19 @@ def _gt_task(task: dict[str, Any]) -> dict[str, Any]:
         return json.loads(record_path.read_text())
     stains = {ch: iset.load(ch) for ch in stain_channels(cfg)}
     plate = {ch: np.load(path) for ch, path in (task.get("plate_fields") or {}).items()}
+    # cells without a cytoplasm stain: their extent comes from the label-free input channels
+    label_free = iset.load_stack(cfg.channels.input) if cfg.objects == "cells" and not cfg.channels.cytoplasm else None
     try:
         labels, qc, extras = groundtruth_for_set(stains, cfg.channels.nuclei, cfg.channels.cytoplasm, cfg.objects,
-                                                 cfg.groundtruth, plate_fields=plate or None)
+                                                 cfg.groundtruth, plate_fields=plate or None, label_free=label_free)
     except StainsegError as exc:
         raise StainsegError(f"image set {iset.name}: {exc}", iset.files(cfg.channels.nuclei)[0]) from None
     write_labels(label_path, labels)
     if task["preview_path"]:
         corrected = extras.get("corrected", {})
         shown = corrected.get(cfg.channels.cytoplasm if cfg.objects == "cells" else cfg.channels.nuclei)
+        if shown is None and label_free is not None:
+            shown = extras.get("label_free")
         if shown is None:
             shown = stains[cfg.channels.nuclei].mean(axis=0)
         preview_png(task["preview_path"], shown, labels)
