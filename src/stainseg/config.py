@@ -33,7 +33,8 @@ class ChannelsConfig:
     nuclei: Optional[str] = None
     """Nuclear stain used for the automatic labels."""
     cytoplasm: Optional[str] = None
-    """Cytoplasmic / cell-body stain; required when ``objects = "cells"``."""
+    """Cytoplasmic / cell-body stain for ``objects = "cells"``; without one, the cell extent comes from the
+    texture of the label-free input channels, seeded by the nuclei (``stainseg.groundtruth.extent``)."""
 
 
 @dataclass
@@ -271,8 +272,6 @@ def _check_values(cfg: ExperimentConfig, where: str) -> None:
         raise bad("channels.input", "must list at least one network input channel")
     if cfg.channels.nuclei is None:
         raise bad("channels.nuclei", "is required: the nuclear stain channel that makes the labels")
-    if cfg.objects == "cells" and cfg.channels.cytoplasm is None:
-        raise bad("channels.cytoplasm", "is required when objects = \"cells\"")
     if not 0.0 <= cfg.split.test_fraction < 1.0:
         raise bad("split.test_fraction", "must be in [0, 1)")
     if not 0.0 <= cfg.train.validation_fraction < 1.0:
