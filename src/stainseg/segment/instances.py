@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from stainseg.io.images import label_dtype
-from stainseg.segment.seeds import MIN_DEPTH, distance_seeds, merge_shallow_basins, seed_unseeded
+from stainseg.segment.seeds import MIN_DEPTH, distance_seeds, mask_components, merge_shallow_basins, seed_unseeded
 
 
 def dilate_labels(labels: np.ndarray, size: int) -> np.ndarray:
@@ -183,12 +183,13 @@ def probability_to_labels(
     mask = (1.0 - prob[0]) > threshold
     if not mask.any():
         return np.zeros(prob.shape[1:], dtype=np.uint16)
+    components = mask_components(mask)  # one labelling for the distance map and the unseeded check
     if prob.shape[0] == 3:
         markers, _ = ndi.label(prob[1] > threshold)
         surface = _flood_surface(prob[1])
     else:
-        markers, surface, distance = distance_seeds(mask, min_distance)
-    markers = seed_unseeded(markers, mask)
+        markers, surface, distance = distance_seeds(mask, min_distance, components)
+    markers = seed_unseeded(markers, mask, components)
     # bands overlap by several object radii (2 area / perimeter is the radius of a disk; the
     # count of mask/background pixel edges overestimates the perimeter by up to 4 / pi)
     edges = np.count_nonzero(mask[1:] != mask[:-1]) + np.count_nonzero(mask[:, 1:] != mask[:, :-1])

@@ -80,11 +80,95 @@ def typical_radius(distance: np.ndarray, mask: np.ndarray) -> float:
     return 3.0 * float(distance[mask].mean()) if mask.any() else 0.0
 
 
-def distance_seeds(mask: np.ndarray, min_distance: Optional[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+#: Crop-wise distance maps pay per component; beyond this many, one whole-image pass is cheaper.
+CROP_LIMIT = 5_000
+
+
+def mask_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected components of ``mask`` (``ndi.label``), computed once and shared by the seed steps."""
+    return ndi.label(mask)
+
+
+def _grow(box: tuple[slice, slice], pad: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """A bounding box grown by ``pad`` px on every side, clipped to the image."""
+    return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, size)) for s, size in zip(box, shape))
+
+
+def _component_boxes(components: np.ndarray, n: int, pad: int) -> list[tuple[int, tuple[slice, slice]]] | None:
+    """(label, bounding box) of every component, or None when one whole-image pass is cheaper
+    (many components, or boxes grown by ``pad`` covering most of the image)."""
+    if n == 0 or n > CROP_LIMIT:
+        return None
+    boxes = [(k, box) for k, box in enumerate(ndi.find_objects(components, max_label=n), start=1) if box is not None]
+    area = sum(np.prod([s.stop - s.start for s in _grow(box, pad, components.shape)]) for _, box in boxes)
+    return boxes if area < 0.6 * components.size else None
+
+
+def distance_map(mask: np.ndarray, components: tuple[np.ndarray, int] | None = None) -> np.ndarray:
+    """Euclidean distance to the background, smoothed by a ``SEED_SIGMA`` Gaussian, zero outside ``mask`` (float32).
+
+    The same values, bit for bit, as ``gaussian_filter(distance_transform_edt(mask).astype(float32),
+    SEED_SIGMA, output=float32) * mask``, computed in the bounding box of each mask component
+    instead of on the whole image (4x faster on a 2048 x 2048 BBBC039 map, where the mask covers
+    17 % of it). Exact because the pixel of the background nearest to a pixel of a 4-connected
+    component lies in the component's box grown by 1 px: step from that background pixel one
+    pixel towards the component pixel along x or y; the step is closer, so it is in the
+    component, and the background pixel touches the component. The Gaussian of a pixel reads
+    only the pixels within its ``4 sigma`` radius, so each component's box is grown by that for
+    the smoothing (the same per-pixel sums as the whole-image filter; boxes clipped at the image
+    border reflect there as the whole-image filter does).
+
+    Parameters
+    ----------
+    mask : (Y, X) bool ndarray
+    components : (labels, n), optional
+        ``mask_components(mask)``, when the caller has it already.
+
+    Examples
+    --------
+    >>> mask = np.zeros((9, 9), bool); mask[2:7, 2:7] = True
+    >>> d = distance_map(mask)
+    >>> int(np.argmax(d)) == 4 * 9 + 4, float(d[0, 0])
+    (True, 0.0)
+    """
+    mask = np.asarray(mask, bool)
+    labels, n = components if components is not None else mask_components(mask)
+    radius = max(1, int(4.0 * SEED_SIGMA + 0.5))  # gaussian_filter's default truncate = 4.0
+    boxes = _component_boxes(labels, n, radius)
+    if boxes is None:
+        distance = ndi.distance_transform_edt(mask).astype(np.float32)
+        if SEED_SIGMA > 0:
+            distance = ndi.gaussian_filter(distance, SEED_SIGMA, output=np.float32)
+            distance *= mask
+        return distance
+    distance = np.zeros(mask.shape, np.float32)
+    for k, box in boxes:  # the exact distance of each component's pixels, from its box + 1 px
+        box = _grow(box, 1, mask.shape)
+        own = labels[box] == k
+        distance[box][own] = ndi.distance_transform_edt(mask[box])[own]
+    if SEED_SIGMA <= 0:
+        return distance
+    # gaussian_filter's own weights (its response to a unit impulse), so that two correlate1d
+    # calls per box do what it does, without recomputing the kernel ~1,000 times
+    impulse = np.zeros(2 * radius + 1)
+    impulse[radius] = 1.0
+    weights = ndi.gaussian_filter1d(impulse, SEED_SIGMA, mode="constant")
+    smooth = np.zeros(mask.shape, np.float32)
+    for k, box in boxes:  # the Gaussian at each component's pixels, from its box + 4 sigma
+        box = _grow(box, radius, mask.shape)
+        own = labels[box] == k
+        part = ndi.correlate1d(distance[box], weights, axis=0, output=np.float32, mode="reflect")
+        ndi.correlate1d(part, weights, axis=1, output=part, mode="reflect")
+        smooth[box][own] = part[own]
+    return smooth
+
+
+def distance_seeds(mask: np.ndarray, min_distance: Optional[int],
+                   components: tuple[np.ndarray, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeds from maxima of the smoothed distance transform: (markers, flood surface, distance).
 
     Euclidean distance to the background, smoothed by a ``SEED_SIGMA`` Gaussian and zero outside
-    the mask. The exact metric and the smoothing matter for seeds that do not move with the
+    the mask (:func:`distance_map`; ``components`` as there). The exact metric and the smoothing matter for seeds that do not move with the
     pixel grid: with the octagonal chamfer distance (5x faster) and no smoothing, a 1-px change
     of an outline adds or removes maxima along the ridge of an elongated nucleus. Segmenting the
     29 held-out BBBC039 images and the same images moved by (37, 91) px left 111 of 2,968 nuclei
@@ -92,10 +176,7 @@ def distance_seeds(mask: np.ndarray, min_distance: Optional[int]) -> tuple[np.nd
     2,855 (F1 0.9948), and F1 against the manual masks rose from 0.906 to 0.923
     (benchmarks/seams.py, docs/network.md).
     """
-    distance = ndi.distance_transform_edt(mask).astype(np.float32)
-    if SEED_SIGMA > 0:
-        distance = ndi.gaussian_filter(distance, SEED_SIGMA, output=np.float32)
-        distance *= mask
+    distance = distance_map(mask, components)
     if min_distance is None:
         min_distance = max(2, int(round(0.6 * typical_radius(distance, mask))))
     markers = distance_peaks(distance, mask, int(min_distance))
@@ -106,9 +187,12 @@ def distance_seeds(mask: np.ndarray, min_distance: Optional[int]) -> tuple[np.nd
     return markers, surface, distance
 
 
-def seed_unseeded(markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Give every connected component of ``mask`` without a marker one marker (its own label)."""
-    components, n = ndi.label(mask)
+def seed_unseeded(markers: np.ndarray, mask: np.ndarray, components: tuple[np.ndarray, int] | None = None) -> np.ndarray:
+    """Give every connected component of ``mask`` without a marker one marker (its own label).
+
+    ``components``: ``mask_components(mask)``, when the caller has it already.
+    """
+    components, n = components if components is not None else mask_components(mask)
     if n == 0:
         return markers
     seeded = np.zeros(n + 1, dtype=bool)
