@@ -1,18 +1,20 @@
 """Segmentation speed: our optimised pipeline vs the naive baseline, measured in one run.
 
 Default mode: one 2048 x 2048 x 3 uint16 TIFF (blobs on a textured, unevenly lit background),
-a StainNet with random weights (``ModelConfig(in_channels=3)``), end to end
-(read TIFF → illumination + normalisation → two-pass 240-px tiled inference → labels → write
-TIFF), timed per stage, against the naive baseline (same pre/post-processing, one float32
-whole-image forward with no optimisation). Post-processing is also timed on a realistic
+an untrained :class:`stainseg.Model` (``Model.new``: random weights, 3 input planes, default
+settings), end to end (read TIFF → ``model.prepare`` (illumination + normalisation) →
+``model.predict_prepared`` (two-pass 240-px tiles, as ``stainseg segment``) → labels with
+``model.instance_options()`` → write TIFF), timed per stage, against the naive baseline: the same
+read, ``model.prepare``, post-processing and write, with the inference replaced by one plain float32
+whole-image forward of the same network (no tiling, no batch-norm folding, no channels_last, no bfloat16). Post-processing is also timed on a realistic
 probability map with ~1000 touching cells (a random network's output is not realistic).
 
 ``--big``: a 16384 x 16384 single-channel uint16 zarr, segmented block-wise: probabilities
 to a zarr in row bands, then instance labels in row bands with overlap (see
 :func:`stainseg.segment.instances.labels_blockwise`), with the peak RSS reported (``resource.getrusage``).
 
-``--model MODEL [--image PLANE ...]``: a trained model directory instead of random weights (its
-tile size, threshold, minimum size and dilation), on the given image: one (C, Y, X) stack or one
+``--model MODEL [--image PLANE ...]``: a trained model folder (``Model.load``) instead of random
+weights (its preprocessing, tile size, threshold, minimum size and dilation), on the given image: one (C, Y, X) stack or one
 file per input plane, stacked in order (default: the synthetic image with the model's channels).
 A trained model gives realistic probability maps, so post-processing is timed on real objects.
 
@@ -41,14 +43,14 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from stainseg.config import ExperimentConfig, ModelConfig
+from stainseg.config import ModelConfig
 from stainseg.io.images import read_image, write_labels
-from stainseg.preprocess import normalize, prepare_input
+from stainseg.model import Model
+from stainseg.network import StainNet, native_bf16
+from stainseg.preprocess import normalize
 from stainseg.segment.instances import labels_blockwise, probability_to_labels
-from stainseg.network import native_bf16
 from stainseg.segment.predictor import TorchPredictor, predict_whole_naive
 from stainseg.segment.tiling import predict_tiled
-from stainseg.network import StainNet
 
 
 def peak_rss_gb() -> float:
@@ -104,13 +106,13 @@ def _timed(fn, *args, **kwargs):
     return result, time.perf_counter() - t0
 
 
-def end_to_end(path: Path, out: Path, cfg: ExperimentConfig, infer) -> dict[str, float]:
-    """Read → prepare_input → ``infer(x) -> prob`` → labels → write; seconds per stage."""
+def end_to_end(path: Path, out: Path, model: Model, infer) -> dict[str, float]:
+    """Read → ``model.prepare`` → ``infer(x) -> prob`` → labels → write; seconds per stage."""
     t = {}
     raw, t["read"] = _timed(read_image, path)
-    x, t["preprocess"] = _timed(prepare_input, raw.astype(np.float32), cfg)
+    x, t["preprocess"] = _timed(model.prepare, raw, path)
     prob, t["inference"] = _timed(infer, x)
-    labels, t["postprocess"] = _timed(probability_to_labels, prob, dilation=cfg.dilation(), **cfg.segment.instance_options())
+    labels, t["postprocess"] = _timed(probability_to_labels, prob, **model.instance_options())
     _, t["write"] = _timed(write_labels, out, labels)
     t["total"] = sum(t.values())
     t["objects"] = int(labels.max())
@@ -129,14 +131,15 @@ def run_default(args) -> None:
     import tifffile
 
     if args.model:
-        from stainseg.modeldir import load_model
-
-        model, cfg, meta = load_model(args.model)
-        channels = int(meta["in_channels"])
-        what = f"trained model {args.model} (dilation {cfg.dilation()})"
+        model = Model.load(args.model, device="cpu")
+        what = f"trained model {args.model} (dilation {model.dilation}, {model.preprocessing.normalization} normalisation)"
     else:
-        model, cfg, channels = random_model(3), ExperimentConfig(objects="nuclei"), 3
+        torch.manual_seed(0)
+        model = Model.new(["BF"], plane_names=["BF0", "BF1", "BF2"])
+        model.segment_settings.device = "cpu"
         what = "StainNet random weights"
+    channels = model.in_channels
+    seg = model.segment_settings
     # synthetic cells: for the synthetic image, and for the realistic map timed with a random network
     cells = synthetic_cells((size, size), n_cells=int(1000 * (size / 2048) ** 2)) if not (args.image and args.model) else None
     if args.image:
@@ -154,33 +157,39 @@ def run_default(args) -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, native bf16: {native_bf16()}, "
           f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"image {image.shape[1]} x {image.shape[2]} x {channels} {image.dtype} ({source}); model {what}, "
-          f"tiles {cfg.segment.tile_size} two-pass, batch {cfg.segment.batch_size}")
+          f"tiles {seg.tile_size} {'two' if seg.two_pass else 'one'}-pass, batch {seg.batch_size}")
 
-    ours = TorchPredictor(model, device="cpu", bfloat16=True, compile=args.compile)
-    tiles = np.zeros((cfg.segment.batch_size, channels, cfg.segment.tile_size, cfg.segment.tile_size), np.float32)
+    if args.compile:  # the model's own predictor is not compiled: the same tiling with a compiled one
+        ours = TorchPredictor(model.network, device="cpu", bfloat16=seg.bfloat16, compile=True)
+    else:
+        ours = model.predictor()
+    tiles = np.zeros((seg.batch_size, channels, seg.tile_size, seg.tile_size), np.float32)
     if args.compile:
         _, warm = _timed(ours, tiles)
         print(f"torch.compile warm-up {warm:.1f} s (once per process)")
     ours(tiles)
+    model.prepare(read_image(path), path)  # warm-up: the first call pays one-off set-up that would count against the first row
 
-    def tiled(x):
-        return predict_tiled(x, ours, tile_size=cfg.segment.tile_size, two_pass=True, batch_size=cfg.segment.batch_size)[0]
+    def tiled(x):  # what ``stainseg segment`` runs (Model.run: probabilities and uncertainty)
+        if args.compile:
+            return predict_tiled(x, ours, tile_size=seg.tile_size, two_pass=seg.two_pass, batch_size=seg.batch_size)[0]
+        return model.predict_prepared(x, uncertainty=True)[0]
 
-    whole_fast = TorchPredictor(model, device="cpu", bfloat16=True)
+    whole_fast = TorchPredictor(model.network, device="cpu", bfloat16=seg.bfloat16)
 
     def whole_optimised(x):
         return whole_fast(x[None])[0]
 
     def naive(x):
-        return predict_whole_naive(model, x)
+        return predict_whole_naive(model.network, x)
 
-    runs = {"ours: two-pass tiled (" + ours.describe() + ", BN folded" + (", compiled" if args.compile else "") + ")": tiled,
+    runs = {f"ours: {'two' if seg.two_pass else 'one'}-pass tiled (" + ours.describe() + ", BN folded" + (", compiled" if args.compile else "") + ")": tiled,
             "ours: whole image (" + whole_fast.describe() + ", BN folded)": whole_optimised,
             "naive baseline: whole image float32, no optimisation": naive}
     best: dict[str, dict[str, float]] = {}
     for _ in range(args.repeat):
         for name, infer in runs.items():
-            t = end_to_end(path, work / "labels.tif", cfg, infer)
+            t = end_to_end(path, work / "labels.tif", model, infer)
             if name not in best or t["total"] < best[name]["total"]:
                 best[name] = t
     print(f"\nend to end, best of {args.repeat} (seconds):")
