@@ -64,6 +64,10 @@ def test_qc_table_flags_outliers_with_reason():
     assert "split/merged" in excluded["s7"]
     assert excluded["s9"] == "no objects found in the stain"
     assert all(r["reason"] == "" for r in out if not r["exclude"])
+    codes = {r["name"]: r["codes"] for r in out}  # the quality vocabulary shared with segmentation
+    assert codes["s3"] == "too_few_objects" and codes["s7"] == "object_size" and codes["s10"] == "low_signal"
+    assert excluded["s3"].startswith("too_few_objects: object count 12 is below")
+    assert codes["s0"] == ""
     assert out[0]["name"] == "s0"  # other keys pass through
 
 
@@ -117,6 +121,7 @@ def test_constant_and_zero_stains_give_no_objects_and_a_flag():
         assert labels.max() == 0 and m["n_objects"] == 0 and m["flag"]
         row = qc_table([m])[0]
         assert row["exclude"] and row["reason"]
+        assert row["codes"] in ("blank", "too_few_objects") and row["reason"].startswith(row["codes"] + ": ")
 
 
 def test_groundtruth_for_set_with_plate_illumination():

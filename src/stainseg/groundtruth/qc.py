@@ -3,7 +3,8 @@
 A bad stain, an out-of-focus field or a failed threshold gives labels that would teach the network
 the wrong thing. Each image set gets a few numbers (:func:`qc_metrics`); :func:`qc_table` marks the
 image sets whose numbers lie outside the plate's median +- ``qc_mad`` robust standard deviations
-(1.4826 x MAD) as excluded, with a readable reason.
+(1.4826 x MAD) as excluded, with a readable reason. Each reason starts with a code of the quality
+vocabulary shared with segmentation (:data:`stainseg.quality.FLAG_MEANINGS`), e.g. ``blank: ...``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+
+from stainseg.quality import FLAG_MEANINGS
 
 #: metric -> which side is bad: "both", "high" or "low".
 QC_RULES: dict[str, str] = {
@@ -29,6 +32,15 @@ _NAMES = {
     "area_outlier_fraction": "fraction of split/merged-sized objects",
     "contrast": "stain contrast (foreground / background)",
     "signal_to_noise": "signal-to-noise ratio of the stain",
+}
+
+#: (metric, side) -> quality flag code (:data:`stainseg.quality.FLAG_MEANINGS`) of an out-of-range value.
+QC_CODES: dict[tuple[str, str], str] = {
+    ("n_objects", "low"): "too_few_objects", ("n_objects", "high"): "too_many_objects",
+    ("median_area", "low"): "object_size", ("median_area", "high"): "object_size",
+    ("foreground_fraction", "low"): "too_few_objects", ("foreground_fraction", "high"): "too_many_objects",
+    ("area_outlier_fraction", "high"): "object_size",
+    ("contrast", "low"): "low_signal", ("signal_to_noise", "low"): "low_signal",
 }
 
 #: Smallest robust spread, as a fraction of the plate median, so identical image sets (MAD 0)
@@ -69,7 +81,7 @@ def qc_metrics(labels: np.ndarray, stain: np.ndarray | None = None) -> dict[str,
     if stain is not None:
         stain = np.asarray(stain, np.float32)
         if stain.size == 0 or float(stain.max()) == float(stain.min()):
-            flag = "stain image is flat (constant); check the file and the channel name"
+            flag = "blank: stain image is flat (constant); check the file and the channel name"
         elif n and not inside.all():
             bg = float(np.median(stain[~inside]))
             fg = float(np.median(stain[inside]))
@@ -77,7 +89,7 @@ def qc_metrics(labels: np.ndarray, stain: np.ndarray | None = None) -> dict[str,
             noise = 1.4826 * float(np.median(np.abs(stain[~inside] - bg)))
             snr = (fg - bg) / noise if noise > 0 else float("inf")
     if not flag and n == 0:
-        flag = "no objects found in the stain"
+        flag = "too_few_objects: no objects found in the stain"
     return {
         "n_objects": n,
         "median_area": median_area,
@@ -108,7 +120,8 @@ def qc_table(rows: Iterable[Mapping[str, Any]], qc_mad: float = 3.0) -> list[dic
     Returns
     -------
     list of dict
-        The rows with ``exclude`` (bool) and ``reason`` (``""`` or why, one line) added.
+        The rows with ``exclude`` (bool), ``reason`` (``""`` or why, one line, each part starting with
+        its flag code) and ``codes`` (the flag codes, ``;``-separated) added.
     """
     rows = [dict(r) for r in rows]
     ranges: dict[str, tuple[float, float, float]] = {}
@@ -122,21 +135,24 @@ def qc_table(rows: Iterable[Mapping[str, Any]], qc_mad: float = 3.0) -> list[dic
             spread = max(1.4826 * float(np.median(np.abs(values - median))), RELATIVE_SPREAD_FLOOR * abs(median), 1e-9)
             ranges[key] = (median, median - qc_mad * spread, median + qc_mad * spread)
     for row in rows:
-        reasons = []
+        reasons, codes = [], []
         if row.get("flag"):
             reasons.append(str(row["flag"]))
+            head = str(row["flag"]).split(":", 1)[0]
+            codes.append(head if head in FLAG_MEANINGS else "blank")
         else:
             for key, (median, low, high) in ranges.items():
                 value = float(row.get(key, np.nan))
                 if not np.isfinite(value):
                     continue
                 side = QC_RULES[key]
-                if value < low and side in ("both", "low"):
-                    reasons.append(f"{_NAMES[key]} {_fmt(value)} is below the plate range "
-                                   f"{_fmt(low)}..{_fmt(high)} (median {_fmt(median)})")
-                elif value > high and side in ("both", "high"):
-                    reasons.append(f"{_NAMES[key]} {_fmt(value)} is above the plate range "
-                                   f"{_fmt(low)}..{_fmt(high)} (median {_fmt(median)})")
+                for bad, word in (("low", "below"), ("high", "above")):
+                    if side in ("both", bad) and (value < low if bad == "low" else value > high):
+                        code = QC_CODES[(key, bad)]
+                        codes.append(code)
+                        reasons.append(f"{code}: {_NAMES[key]} {_fmt(value)} is {word} the plate range "
+                                       f"{_fmt(low)}..{_fmt(high)} (median {_fmt(median)})")
         row["exclude"] = bool(reasons)
         row["reason"] = "; ".join(reasons)
+        row["codes"] = ";".join(dict.fromkeys(codes))
     return rows
