@@ -62,18 +62,22 @@ def dilate_labels(labels: np.ndarray, size: int) -> np.ndarray:
     # chessboard distance `reach` holds the label of a nearest object.
     out = labels.copy()
     footprint = np.ones((3, 3), bool)
-    for _ in range(reach):
+    for step in range(reach):
         grown = ndi.grey_dilation(out, footprint=footprint)
         background = out == 0
-        if not (background & (grown > 0)).any():
-            break
-        out[background] = grown[background]
+        if step < reach - 1 and not (background & (grown > 0)).any():
+            break  # nothing left to grow (the last step needs no check: it would change nothing)
+        np.copyto(out, grown, where=background)
     return out
 
 
-def _relabel_sizes(labels: np.ndarray, min_size: int) -> tuple[np.ndarray, int]:
-    """Drop objects smaller than ``min_size`` and relabel 1..n in one pass (bincount + lookup)."""
-    sizes = np.bincount(labels.ravel())
+def _relabel_sizes(labels: np.ndarray, min_size: int, sizes: Optional[np.ndarray] = None) -> tuple[np.ndarray, int]:
+    """Drop objects smaller than ``min_size`` and relabel 1..n in one pass (bincount + lookup).
+
+    ``sizes``: ``np.bincount(labels.ravel())``, when the caller has it already.
+    """
+    if sizes is None:
+        sizes = np.bincount(labels.ravel())
     keep = sizes >= max(min_size, 1)
     keep[0] = False
     lut = np.zeros(sizes.shape[0], dtype=np.int64)
@@ -197,11 +201,11 @@ def probability_to_labels(
     labels = watershed_bands(surface, markers, mask, margin=margin)
     if prob.shape[0] == 2:
         labels = merge_shallow_basins(labels, distance, MIN_DEPTH if min_depth is None else float(min_depth))
+    sizes = np.bincount(labels.ravel())  # one count for the default min_size and the size filter
     if min_size is None:
-        areas = np.bincount(labels.ravel())[1:]
-        areas = areas[areas > 0]
+        areas = sizes[1:][sizes[1:] > 0]
         min_size = max(4, int(0.1 * np.median(areas))) if areas.size else 4
-    labels, _ = _relabel_sizes(labels, int(min_size))
+    labels, _ = _relabel_sizes(labels, int(min_size), sizes)
     return dilate_labels(labels, dilation)
 
 
