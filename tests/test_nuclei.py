@@ -123,5 +123,35 @@ def test_bbbc039_all_images(bbbc039):
     images = sorted((bbbc039 / "images").glob("*.tif"))
     assert len(images) == 100
     f06, f1 = _bbbc039_scores(bbbc039, images)
-    assert f06 >= 0.88, f06  # measured 0.891
-    assert f1 >= 0.89, f1  # measured 0.908
+    assert f06 >= 0.89, f06  # measured 0.900 (0.891 before clusters were re-split)
+    assert f1 >= 0.90, f1  # measured 0.913
+
+
+def test_merged_clusters_are_resplit_on_intensity():
+    """Two nuclei merged into one solid object (no neck for the distance seeds) split along the dim valley."""
+    from stainseg.groundtruth.nuclei import split_merged
+
+    yy, xx = np.mgrid[0:60, 0:160]
+    image = sum(np.exp(-((yy - 30) ** 2 + (xx - cx) ** 2) / 120.0) for cx in (50, 72))
+    labels = np.zeros(image.shape, np.int32)
+    labels[15:45, 30:92] = 1
+    for k, x0 in enumerate((110, 125, 140), start=2):  # typical nuclei: set the median area
+        labels[22:38, x0:x0 + 12] = k
+    out = split_merged(image, labels, diameter=20)
+    assert out[30, 50] != out[30, 72] and out[30, 50] > 0 and out[30, 72] > 0
+    np.testing.assert_array_equal(out[:, 100:], labels[:, 100:])  # typical objects are untouched
+
+
+def test_isl_dense_clusters(shared_data):
+    path = shared_data / "isl" / "images" / "isl_s1_dapi.tif"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    from stainseg.config import GroundTruthConfig
+    from stainseg.groundtruth.pipeline import correct_stain
+
+    plane = correct_stain(read_image(path)[None], GroundTruthConfig())
+    merged = segment_nuclei(plane, split_clusters=False)
+    split = segment_nuclei(plane)
+    areas = np.bincount(split.ravel())[1:]
+    assert split.max() >= merged.max() + 5, (merged.max(), split.max())  # measured 31 -> 40
+    assert areas.max() <= 4.5 * np.median(areas)  # measured 3.5 (7.4 without the re-split)

@@ -14,8 +14,14 @@ Otsu, smoothed-distance seeds (sigma 2, spacing 7)     87.6 %      0.893
 linear Otsu, this module otherwise                     87.2 %      0.893
 log-Otsu, intensity-maxima seeds                       88.0 %      0.676
 log-Otsu, (distance + intensity) seeds                 89.9 %      0.862
-log-Otsu, smoothed-distance seeds  (default)           89.1 %      0.908
+log-Otsu, smoothed-distance seeds                      89.1 %      0.908
+  + area outliers (> 2 x median) re-split on intensity  90.0 %      0.913
+    (default; 2026-12-01, issue 16)
 =====================================================  ==========  ===========
+
+The outlier re-split (:func:`split_merged`) is for dense clusters such as the isl DAPI field:
+31 -> 40 objects, largest object 7.4 -> 3.5 x the median area. On the manual nuclei of deepcell
+3T3_s2 it adds one object (F >= 0.6 96.8 % both, F1 0.964 -> 0.953).
 
 Seeds from the smoothed distance transform won: intensity maxima over-split textured nuclei.
 Otsu on log intensities (as CellProfiler does) keeps dim nuclei that a linear Otsu misses.
@@ -182,9 +188,82 @@ def _split_components(components: np.ndarray, n_components: int, peaks: np.ndarr
     return labels
 
 
+#: Objects larger than this many times the median nucleus area count as merged clusters.
+MERGED_AREA_FACTOR = 2.0
+
+
+def split_merged(plane: np.ndarray, labels: np.ndarray, diameter: float,
+                 factor: float = MERGED_AREA_FACTOR) -> np.ndarray:
+    """Re-split area outliers (likely merged clusters) by seeded watershed on the smoothed intensity.
+
+    A dense cluster fills its foreground evenly, so the distance transform has one broad maximum and
+    the distance seeds leave it whole; the dim valleys between its nuclei still show in the stain.
+    Only objects above ``factor`` x the median area are touched; seeds are the intensity maxima of
+    the stain smoothed by d / 10, at least d / 3 apart (wider than the distance seeds' d / 5, so the
+    bright chromocentres of one mouse nucleus are not taken for nuclei).
+
+    Parameters
+    ----------
+    plane : (Y, X) ndarray
+        The nuclear stain the labels came from.
+    labels : (Y, X) ndarray of int
+        Nuclei instance labels.
+    diameter : float
+        Typical nucleus diameter in pixels.
+    factor : float
+        Area outlier factor over the median area.
+
+    Returns
+    -------
+    (Y, X) ndarray of int32
+        Labels with the outliers split; not relabelled (new labels follow the largest old one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[0:60, 0:140]
+    >>> blob = np.exp(-((yy - 30) ** 2 + (xx - 50) ** 2) / 120.) + np.exp(-((yy - 30) ** 2 + (xx - 72) ** 2) / 120.)
+    >>> labels = np.zeros((60, 140), np.int32)
+    >>> labels[15:45, 30:92] = 1  # two nuclei merged into one object
+    >>> labels[25:35, 110:120] = 2
+    >>> labels[25:35, 125:135] = 3
+    >>> int(split_merged(blob, labels, diameter=20).max())
+    4
+    """
+    labels = np.asarray(labels)
+    areas = np.bincount(labels.ravel().astype(np.int64))
+    present = areas[1:][areas[1:] > 0]
+    if present.size == 0:
+        return labels.astype(np.int32, copy=True)
+    big = np.flatnonzero(areas > factor * float(np.median(present)))
+    big = set(int(k) for k in big if k > 0)
+    out = labels.astype(np.int32, copy=True)
+    if not big:
+        return out
+    smooth = ndi.gaussian_filter(np.asarray(plane, np.float32), max(1.0, diameter / 10.0))
+    next_label = int(out.max()) + 1
+    for k, box in enumerate(ndi.find_objects(out), start=1):
+        if box is None or k not in big:
+            continue
+        inside = labels[box] == k
+        local = np.where(inside, smooth[box], smooth[box][inside].min())
+        peaks = feature.peak_local_max(local, min_distance=max(1, int(round(diameter / 3.0))),
+                                       labels=inside.astype(np.int32), exclude_border=False)
+        if len(peaks) < 2:
+            continue
+        markers = np.zeros(inside.shape, np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        split = segmentation.watershed(-local, markers, mask=inside)
+        sub = out[box]
+        for j in range(2, len(peaks) + 1):
+            sub[split == j] = next_label
+            next_label += 1
+    return out
+
+
 def segment_nuclei(image: np.ndarray, diameter: float | None = None, min_area: int | None = None,
                    exclude_border: bool = False, log_threshold: bool = True,
-                   seeds: str = "distance") -> np.ndarray:
+                   seeds: str = "distance", split_clusters: bool = True) -> np.ndarray:
     """Segment nuclei: smoothing, Otsu threshold, hole filling, seeded watershed, size filter.
 
     Parameters
@@ -204,6 +283,8 @@ def segment_nuclei(image: np.ndarray, diameter: float | None = None, min_area: i
     seeds : {"distance", "intensity"}
         Watershed seeds from maxima of the smoothed distance transform (default, measured best)
         or of the smoothed intensity.
+    split_clusters : bool
+        Re-split area outliers (merged clusters) on the intensity with :func:`split_merged`.
 
     Returns
     -------
@@ -249,6 +330,8 @@ def segment_nuclei(image: np.ndarray, diameter: float | None = None, min_area: i
     peaks = feature.peak_local_max(landscape, min_distance=max(1, int(round(diameter / 5.0))), exclude_border=False)
     peaks = peaks[foreground[tuple(peaks.T)]]
     labels = _split_components(components, n_components, peaks, landscape)
+    if split_clusters:
+        labels = split_merged(smooth, labels, diameter)
     areas = np.bincount(labels.ravel())
     small = areas < min_area
     small[0] = False
