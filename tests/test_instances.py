@@ -336,21 +336,23 @@ def _speckled_map(shape=(300, 300), seed=0):
     return np.stack([1 - fg, fg])
 
 
-@pytest.mark.parametrize("case", ["touching", "border", "speckled"])
+@pytest.mark.parametrize("case", ["clusters", "border", "confluent", "speckled"])
 def test_fast_post_processing_is_pixel_identical_to_the_plain_computation(case):
     from stainseg.segment import seeds
 
-    if case == "touching":
-        prob = _prob_maps(_cells(shape=(600, 500), n=500, radius=(7, 12), seed=8))[0]
+    if case == "clusters":  # touching groups with background between them
+        prob = _prob_maps(_cells(shape=(600, 600), n=150, radius=(7, 12), seed=8))[0]
     elif case == "border":  # objects cut by every image edge
-        prob = _prob_maps(_cells(shape=(700, 400), n=300, radius=(7, 12), seed=9)[20:-15, 10:-25])[0]
+        prob = _prob_maps(_cells(shape=(700, 400), n=90, radius=(7, 12), seed=9)[20:-15, 10:-25])[0]
+    elif case == "confluent":
+        prob = _prob_maps(_cells(shape=(600, 500), n=500, radius=(7, 12), seed=8))[0]
     else:
         prob = _speckled_map()
     mask = (1 - prob[0]) > 0.5
     reference = ndi.gaussian_filter(ndi.distance_transform_edt(mask).astype(np.float32), seeds.SEED_SIGMA, output=np.float32) * mask
     np.testing.assert_array_equal(seeds.distance_map(mask), reference)
     crop_wise = seeds._component_boxes(*seeds.mask_components(mask), 4) is not None
-    assert crop_wise == (case != "speckled")  # the speckled map takes the whole-image path
+    assert crop_wise == (case in ("clusters", "border"))  # the others take the whole-image path
     np.testing.assert_array_equal(probability_to_labels(prob, dilation=3), _reference_labels(prob, dilation=3))
 
 
