@@ -1,8 +1,9 @@
 """Speed-up of ``--workers N`` (a Dask LocalCluster) over a serial run, and the scheduler overhead per task.
 
 One synthetic experiment (default 2 wells x 3 sites x 4 times = 24 image sets of 256 x 256 x 3
-bright-field planes) is segmented with a seeded random StainNet (``ModelConfig(in_channels=3)``,
-the default segment settings: two-pass 240-px tiles), measured in one run:
+bright-field planes) is segmented with a seeded untrained :class:`stainseg.Model`
+(``Model.new(["BF"], cfg=cfg)`` with one input per z-plane, the experiment's segment settings:
+two-pass 240-px tiles), measured in one run:
 
 1. serial, in this process (``workers=0``);
 2. ``workers=N`` end to end, as the CLI does it: start a LocalCluster, workers import torch and
@@ -65,21 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from distributed import Client, LocalCluster
 
-    from stainseg.config import ModelConfig, load_config
-    from stainseg.modeldir import save_model_dir
+    from stainseg.config import load_config
+    from stainseg.io.layout import scan
+    from stainseg.model import Model
     from stainseg.parallel import map_tasks
     from stainseg.segment.stage import segment_experiment
     from stainseg.synth import generate_experiment
-    from stainseg.network import StainNet
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="stainseg-parallel-"))
     try:
         toml = generate_experiment(work / "exp", wells=a.wells, sites=a.sites, times=a.times, size=a.size, seed=0)
         cfg = load_config(toml)
-        cfg.model.in_channels = 3
         cfg.segment.device = "cpu"
+        first = scan(cfg).image_sets[0]
+        planes = [f"{ch}[z={z}]" if z else ch for ch in cfg.channels.input for z in first.z_values.get(ch, [""])]
         torch.manual_seed(0)
-        save_model_dir(work / "model", StainNet(ModelConfig(in_channels=3)), cfg, history=[], extra={"input_channels": ["BF"]})
+        Model.new(cfg.channels.input, cfg=cfg, plane_names=planes).save(work / "model")
         n = a.wells * a.sites * a.times
         print(f"{n} image sets of {a.size}x{a.size}x3, cores: {os.cpu_count()}, torch threads here: {torch.get_num_threads()}, "
               f"load average before: {os.getloadavg()[0]:.2f}")
