@@ -196,9 +196,7 @@ def test_seeds_are_those_of_peak_local_max(seed):
     """The max-filter seeds are exactly skimage's peak_local_max (min_distance spacing, ties in raster order)."""
     from skimage.feature import peak_local_max
 
-    from stainseg.segment.seeds import distance_peaks
-
-    from stainseg.segment.seeds import distance_seeds
+    from stainseg.segment.seeds import distance_peaks, distance_seeds, mask_components
 
     truth = _cells(shape=(512, 512), n=160, radius=(7, 11), seed=seed)
     mask = (1 - _prob_maps(truth)[0][0]) > 0.5
@@ -213,6 +211,9 @@ def test_seeds_are_those_of_peak_local_max(seed):
             reference[tuple(peaks.T)] = True
             assert ours.sum() > 50
             np.testing.assert_array_equal(ours, reference)
+            # window maxima taken in each component's box (the path probability_to_labels takes)
+            boxed = distance_peaks(height, mask, d, mask_components(mask)) > 0
+            np.testing.assert_array_equal(boxed, reference)
 
 
 def _two_discs(distance: int, radius: int = 12, size: int = 80) -> np.ndarray:
@@ -351,7 +352,7 @@ def test_fast_post_processing_is_pixel_identical_to_the_plain_computation(case):
     mask = (1 - prob[0]) > 0.5
     reference = ndi.gaussian_filter(ndi.distance_transform_edt(mask).astype(np.float32), seeds.SEED_SIGMA, output=np.float32) * mask
     np.testing.assert_array_equal(seeds.distance_map(mask), reference)
-    crop_wise = seeds._component_boxes(*seeds.mask_components(mask), 4) is not None
+    crop_wise = seeds._crop_wise(seeds._component_boxes(*seeds.mask_components(mask)), 4, mask.shape)
     assert crop_wise == (case in ("clusters", "border"))  # the others take the whole-image path
     np.testing.assert_array_equal(probability_to_labels(prob, dilation=3), _reference_labels(prob, dilation=3))
 

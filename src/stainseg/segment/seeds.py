@@ -21,7 +21,8 @@ GREEDY_LIMIT = 20_000
 PEAK_GRAPH_LIMIT = 20_000
 
 
-def distance_peaks(dist: np.ndarray, mask: np.ndarray, min_distance: int) -> np.ndarray:
+def distance_peaks(dist: np.ndarray, mask: np.ndarray, min_distance: int,
+                   components: tuple[np.ndarray, int] | None = None, boxes: list | None = None) -> np.ndarray:
     """Seed markers at the local maxima of ``dist``, at least ``min_distance`` apart.
 
     The same seeds as ``skimage.feature.peak_local_max(dist, min_distance, exclude_border=False)``
@@ -31,9 +32,24 @@ def distance_peaks(dist: np.ndarray, mask: np.ndarray, min_distance: int) -> np.
     linked by steps shorter than ``d`` need the one-by-one spacing check (each group alone). A group of more than ``GREEDY_LIMIT``
     pixels (a poor map with huge plateaus, where the check would take minutes) keeps the first
     pixel of each ``(d + 1)`` grid cell instead.
+
+    With ``components`` (``mask_components(mask)``; ``boxes`` as in :func:`distance_map`), the
+    window maxima are taken in each component's box grown by ``d`` (the window of a component
+    pixel lies in it; boxes clipped at the image border reflect there as the whole-image filter
+    does), which skips the background: the same peaks, 1.5x faster on a BBBC039 map.
     """
     d = max(1, int(min_distance))
-    peaks = (dist == ndi.maximum_filter(dist, size=2 * d + 1)) & mask & (dist > 0)
+    if components is not None and boxes is None:
+        boxes = _component_boxes(*components)
+    if components is not None and _crop_wise(boxes, d, mask.shape):
+        labels = components[0]
+        peaks = np.zeros(mask.shape, bool)
+        for k, box in boxes:
+            box = _grow(box, d, mask.shape)
+            local = dist[box]
+            peaks[box] |= (labels[box] == k) & (local == ndi.maximum_filter(local, size=2 * d + 1)) & (local > 0)
+    else:
+        peaks = (dist == ndi.maximum_filter(dist, size=2 * d + 1)) & mask & (dist > 0)
     ys, xs = np.nonzero(peaks)  # raster order
     markers = np.zeros(mask.shape, np.int32)
     if ys.size == 0:
@@ -120,17 +136,23 @@ def _grow(box: tuple[slice, slice], pad: int, shape: tuple[int, ...]) -> tuple[s
     return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, size)) for s, size in zip(box, shape))
 
 
-def _component_boxes(components: np.ndarray, n: int, pad: int) -> list[tuple[int, tuple[slice, slice]]] | None:
-    """(label, bounding box) of every component, or None when one whole-image pass is cheaper
-    (many components, or boxes grown by ``pad`` covering most of the image)."""
+def _component_boxes(components: np.ndarray, n: int) -> list[tuple[int, tuple[slice, slice]]] | None:
+    """(label, bounding box) of every component, or None beyond ``CROP_LIMIT`` components."""
     if n == 0 or n > CROP_LIMIT:
         return None
-    boxes = [(k, box) for k, box in enumerate(ndi.find_objects(components, max_label=n), start=1) if box is not None]
-    area = sum(np.prod([s.stop - s.start for s in _grow(box, pad, components.shape)]) for _, box in boxes)
-    return boxes if area < 0.6 * components.size else None
+    return [(k, box) for k, box in enumerate(ndi.find_objects(components, max_label=n), start=1) if box is not None]
 
 
-def distance_map(mask: np.ndarray, components: tuple[np.ndarray, int] | None = None) -> np.ndarray:
+def _crop_wise(boxes: list | None, pad: int, shape: tuple[int, int]) -> bool:
+    """Whether per-box work pays: the boxes grown by ``pad`` cover less than 60 % of the image."""
+    if boxes is None:
+        return False
+    area = sum(np.prod([s.stop - s.start for s in _grow(box, pad, shape)]) for _, box in boxes)
+    return area < 0.6 * shape[0] * shape[1]
+
+
+def distance_map(mask: np.ndarray, components: tuple[np.ndarray, int] | None = None,
+                 boxes: list | None = None) -> np.ndarray:
     """Euclidean distance to the background, smoothed by a ``SEED_SIGMA`` Gaussian, zero outside ``mask`` (float32).
 
     The same values, bit for bit, as ``gaussian_filter(distance_transform_edt(mask).astype(float32),
@@ -149,6 +171,8 @@ def distance_map(mask: np.ndarray, components: tuple[np.ndarray, int] | None = N
     mask : (Y, X) bool ndarray
     components : (labels, n), optional
         ``mask_components(mask)``, when the caller has it already.
+    boxes : list, optional
+        ``_component_boxes(*components)``, when the caller has them already.
 
     Examples
     --------
@@ -160,8 +184,9 @@ def distance_map(mask: np.ndarray, components: tuple[np.ndarray, int] | None = N
     mask = np.asarray(mask, bool)
     labels, n = components if components is not None else mask_components(mask)
     radius = max(1, int(4.0 * SEED_SIGMA + 0.5))  # gaussian_filter's default truncate = 4.0
-    boxes = _component_boxes(labels, n, radius)
     if boxes is None:
+        boxes = _component_boxes(labels, n)
+    if not _crop_wise(boxes, radius, mask.shape):
         distance = ndi.distance_transform_edt(mask).astype(np.float32)
         if SEED_SIGMA > 0:
             distance = ndi.gaussian_filter(distance, SEED_SIGMA, output=np.float32)
@@ -202,10 +227,12 @@ def distance_seeds(mask: np.ndarray, min_distance: Optional[int],
     2,855 (F1 0.9948), and F1 against the manual masks rose from 0.906 to 0.923
     (benchmarks/seams.py, docs/network.md).
     """
-    distance = distance_map(mask, components)
+    components = components if components is not None else mask_components(mask)
+    boxes = _component_boxes(*components)  # found once for the distance map and the peaks
+    distance = distance_map(mask, components, boxes)
     if min_distance is None:
         min_distance = max(2, int(round(0.6 * typical_radius(distance, mask))))
-    markers = distance_peaks(distance, mask, int(min_distance))
+    markers = distance_peaks(distance, mask, int(min_distance), components, boxes)
     # the flood surface in 1/64-px levels (uint16, up to 1023 px from the edge): coarser levels
     # (uint8 half-px) leave tied plateaus whose flooding order depends on the band of
     # watershed_bands; with these, bands and whole image agree pixel for pixel, at the same speed
