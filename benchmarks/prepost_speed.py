@@ -12,7 +12,12 @@ no trained model is needed). The illumination fields are also compared on deepce
 and isl phase-contrast planes.
 
 numpy and scipy run their own C loops (numpy picks its SIMD kernels at run time; OpenBLAS
-picks its kernel by CPU): ``ONEDNN_MAX_CPU_ISA`` does not affect them, only torch.
+picks its kernel by CPU): ``ONEDNN_MAX_CPU_ISA`` does not affect them, only torch. To run as on an
+AVX2-only CPU, switch numpy's AVX-512 kernels and OpenBLAS's off::
+
+    NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=Haswell python benchmarks/prepost_speed.py
+
+(scipy.ndimage and skimage's watershed are compiled for a baseline without AVX-512 anyway.)
 
 Usage::
 
@@ -114,6 +119,15 @@ def field_difference(old: np.ndarray, new: np.ndarray) -> tuple[float, float]:
     return float(rel.max()), float(np.median(rel))
 
 
+def numpy_simd() -> str:
+    """The SIMD level numpy dispatches to here (its AVX-512 kernels can be switched off)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        return "unknown"
+    return "AVX-512" if features.get("X86_V4") else "AVX2" if features.get("X86_V3") else "SSE"
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -135,7 +149,7 @@ def main(argv=None) -> None:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} usable cores, load average {load:.1f}; "
-          f"numpy {np.__version__}; old = commit {BASELINE}, best of {args.repeats}, alternating")
+          f"numpy {np.__version__} using {numpy_simd()} kernels; old = commit {BASELINE}, best of {args.repeats}, alternating")
     old_field, old_labels = baseline()
 
     # ---- pre-processing: illumination fields of three 2048^2 planes
