@@ -133,7 +133,9 @@ def mask_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _grow(box: tuple[slice, slice], pad: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
     """A bounding box grown by ``pad`` px on every side, clipped to the image."""
-    return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, size)) for s, size in zip(box, shape))
+    rows, cols = box
+    return (slice(max(rows.start - pad, 0), min(rows.stop + pad, shape[0])),
+            slice(max(cols.start - pad, 0), min(cols.stop + pad, shape[1])))
 
 
 def _component_boxes(components: np.ndarray, n: int) -> list[tuple[int, tuple[slice, slice]]] | None:
@@ -147,7 +149,10 @@ def _crop_wise(boxes: list | None, pad: int, shape: tuple[int, int]) -> bool:
     """Whether per-box work pays: the boxes grown by ``pad`` cover less than 60 % of the image."""
     if boxes is None:
         return False
-    area = sum(np.prod([s.stop - s.start for s in _grow(box, pad, shape)]) for _, box in boxes)
+    area = 0
+    for _, box in boxes:
+        rows, cols = _grow(box, pad, shape)
+        area += (rows.stop - rows.start) * (cols.stop - cols.start)
     return area < 0.6 * shape[0] * shape[1]
 
 
