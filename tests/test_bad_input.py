@@ -19,10 +19,9 @@ import torch
 
 from stainseg.cli import main
 from stainseg.config import ModelConfig, load_config
-from stainseg.io.images import read_labels, write_labels
-from stainseg.modeldir import save_model_dir
+from stainseg.io.images import read_image, read_labels, write_labels
+from stainseg.model import Model
 from stainseg.synth import generate_experiment
-from stainseg.network import StainNet
 
 SIZE = 64
 
@@ -37,7 +36,7 @@ def make_model(out_dir: Path, toml: Path, in_channels: int, seed: int = 0) -> Pa
     cfg.segment.device = "cpu"
     cfg.groundtruth.illumination = "none"  # fast: no per-plane spline fit before inference
     torch.manual_seed(seed)
-    return save_model_dir(out_dir, StainNet(cfg.model), cfg, history=[], extra={"input_channels": ["BF"]})
+    return Model.new(["BF"], cfg=cfg, in_channels=in_channels).save(out_dir)
 
 
 @pytest.fixture(scope="module")
@@ -410,7 +409,7 @@ def test_model_weights_corrupt(capsys, world, model_copy, tmp_path, damage):
 def test_model_weights_of_another_architecture(capsys, world, model_copy, tmp_path):
     shutil.copy(world["model3"] / "model.pt", model_copy / "model.pt")
     out = tmp_path / "out"
-    assert_fails_cleanly(capsys, ["segment", model_copy, world["plane"], "-o", out], out, "model.pt", "do not match config.toml")
+    assert_fails_cleanly(capsys, ["segment", model_copy, world["plane"], "-o", out], out, "model.pt", "do not match model.json")
 
 
 def test_model_json_corrupt(capsys, world, model_copy, tmp_path):
@@ -419,7 +418,38 @@ def test_model_json_corrupt(capsys, world, model_copy, tmp_path):
     assert_fails_cleanly(capsys, ["segment", model_copy, world["plane"], "-o", out], out, "model.json", "corrupt")
 
 
-def test_model_config_corrupt(capsys, world, model_copy, tmp_path):
+def _as_version_01(folder: Path) -> None:
+    """Rewrite a model folder as stainseg 0.1 wrote it: model.json format 1 plus a config.toml (here without a nuclei channel)."""
+    import json
+
+    meta = json.loads((folder / "model.json").read_text())
+    old = {"format_version": 1, "input_channels": meta["input_channels"], "in_channels": meta["in_channels"], "axis_order": "CYX",
+           "normalization": "stainseg.preprocess.normalize", "head": meta["network"]["head"], "n_classes": meta["n_classes"],
+           "objects": meta["objects"], "tile_size": meta["segment"]["tile_size"], "dilation": 3, "threshold": 0.5, "training": {}}
+    (folder / "model.json").write_text(json.dumps(old))
+    net = meta["network"]
+    (folder / "config.toml").write_text(
+        f'name = "old"\nroot = "/nowhere"\npattern = ""\nobjects = "{meta["objects"]}"\n[channels]\ninput = ["BF"]\n'
+        f'[groundtruth]\nillumination = "none"\n[model]\nin_channels = {net["in_channels"]}\nbase_width = {net["base_width"]}\n'
+        f'depth = {net["depth"]}\nresidual_blocks = {net["residual_blocks"]}\nhead = "{net["head"]}"\n'
+        f'[segment]\ntile_size = {meta["segment"]["tile_size"]}\ndevice = "cpu"\n')
+
+
+def test_model_folder_of_version_01_loads_and_segments_like_this_version(world, model_copy):
+    from stainseg.model import Model
+
+    image = read_image(world["plane"])
+    new = Model.load(model_copy)
+    new.preprocessing.normalization = "image"  # what 0.1 did
+    expected = new.segment(image)
+    _as_version_01(model_copy)
+    old = Model.load(model_copy)  # its config.toml names no nuclei channel: not an experiment, and not needed
+    assert old.preprocessing.normalization == "image" and old.dilation == 3
+    np.testing.assert_array_equal(old.segment(image), expected)
+
+
+def test_model_config_of_version_01_corrupt(capsys, world, model_copy, tmp_path):
+    _as_version_01(model_copy)
     (model_copy / "config.toml").write_text("root = [")
     out = tmp_path / "out"
     assert_fails_cleanly(capsys, ["segment", model_copy, world["plane"], "-o", out], out, "config.toml", "stainseg train")

@@ -11,7 +11,7 @@ import tifffile
 import torch
 
 from stainseg.cli import main
-from stainseg.modeldir import load_model
+from stainseg.model import Model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_bad_input import make_model  # noqa: E402
@@ -34,10 +34,10 @@ def _files(out: Path) -> dict[str, bytes]:
 
 def test_same_seed_same_weights(world):
     again = make_model(world["base"] / "model_again", world["toml"], 3, seed=7)
-    a, b = load_model(world["model"])[0].state_dict(), load_model(again)[0].state_dict()
+    a, b = Model.load(world["model"]).network.state_dict(), Model.load(again).network.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    other = load_model(make_model(world["base"] / "model_other", world["toml"], 3, seed=8))[0].state_dict()
+    other = Model.load(make_model(world["base"] / "model_other", world["toml"], 3, seed=8)).network.state_dict()
     assert not all(torch.equal(a[k], other[k]) for k in a)
 
 

@@ -17,7 +17,7 @@ from stainseg.config import ChannelsConfig, ExperimentConfig, ModelConfig, Segme
 from stainseg.errors import StainsegError
 from stainseg.io.atomic import write_csv
 from stainseg.io.images import write_labels
-from stainseg.modeldir import save_model_dir
+from stainseg.model import Model
 from stainseg.napari.core import automatic_labels, segment_layers
 from stainseg.napari.reader import get_reader, label_files, read_stainseg
 from stainseg.network import StainNet
@@ -46,7 +46,7 @@ def model_dir(tmp_path_factory) -> Path:
     cfg = ExperimentConfig(name="t", root=".", pattern=r"(?P<channel>[A-Za-z]+)\.tif", channels=ChannelsConfig(input=["DNA"], nuclei="Hoechst"),
                            model=ModelConfig(in_channels=1), segment=SegmentConfig(tile_size=64, device="cpu"))
     cfg.groundtruth.illumination = "none"
-    return save_model_dir(tmp_path_factory.mktemp("model"), StainNet(cfg.model), cfg, history=[], extra={"input_channels": ["DNA"]})
+    return Model.new(["DNA"], cfg=cfg).save(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture()

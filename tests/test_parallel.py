@@ -145,7 +145,7 @@ def experiment(tmp_path_factory):
     import torch
 
     from stainseg.config import ModelConfig, load_config
-    from stainseg.modeldir import save_model_dir
+    from stainseg.model import Model
     from stainseg.segment.stage import segment_experiment
     from stainseg.synth import generate_experiment
     from stainseg.network import StainNet
@@ -157,7 +157,7 @@ def experiment(tmp_path_factory):
     cfg.segment.tile_size, cfg.segment.two_pass = 128, False  # one tile per image: keeps the test short
     cfg.segment.bfloat16, cfg.segment.device = False, "cpu"  # float32: identical in every process
     torch.manual_seed(0)
-    save_model_dir(root / "model", StainNet(ModelConfig(in_channels=3)), cfg, history=[], extra={"input_channels": ["BF"]})
+    Model.new(["BF"], cfg=cfg, in_channels=3).save(root / "model")
     serial = segment_experiment(root / "model", toml, root / "serial")
     assert len(serial.rows) == 24 and not serial.failed
     return root, toml, {r["name"]: _labels(r["label_file"]) for r in serial.rows}

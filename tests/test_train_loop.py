@@ -1,4 +1,4 @@
-"""Training loop and model directory: loss goes down, the model dir loads and predicts, resume is exact."""
+"""Training loop and model folder: loss goes down, the folder loads and predicts, resume is exact."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from skimage.draw import ellipse
 
 from stainseg.config import ExperimentConfig, ChannelsConfig, ModelConfig, TrainConfig
 from stainseg.errors import StainsegError
-from stainseg.modeldir import check_input, load_model
-from stainseg.preprocess import normalize
+from stainseg.model import Model
+from stainseg.train.fit import fit_model
 from stainseg.train.loop import learning_rate_at, resolve_schedule, train
-from stainseg.network import probabilities
 
 
 def synthetic_nuclei(shape=(128, 128), n=14, seed=0) -> tuple[np.ndarray, np.ndarray]:
-    """Blob-like nuclei (textured, uneven brightness, some touching) on an uneven textured background."""
+    """Raw (1, Y, X) blob-like nuclei (textured, uneven brightness, some touching) on an uneven textured background."""
     rng = np.random.default_rng(seed)
     labels = np.zeros(shape, np.int32)
     signal = np.zeros(shape, np.float32)
@@ -35,7 +34,7 @@ def synthetic_nuclei(shape=(128, 128), n=14, seed=0) -> tuple[np.ndarray, np.nda
     yy, xx = np.mgrid[: shape[0], : shape[1]] / max(shape)
     background = 0.2 + 0.15 * xx + 0.1 * ndi.gaussian_filter(rng.normal(size=shape), 8) * 10
     image = background + signal + rng.normal(0, 0.04, shape)
-    return normalize(image[None].astype(np.float32)), labels
+    return (1000 * image[None]).astype(np.float32), labels
 
 
 def _cfg(**train_kw) -> ExperimentConfig:
@@ -69,19 +68,22 @@ def test_training_lowers_loss_and_writes_loadable_model(tmp_path):
     images, labels = _data()
     cfg = _cfg()
     cfg.model.head = "2class"  # learns these blobs in 60 iterations (foreground Dice ~0.93; 3class needs more)
-    history = train(images, labels, cfg, tmp_path / "model", progress=False)
-    assert len(history) == 10  # validation every iterations // 10
+    model = fit_model(images, labels, cfg, tmp_path / "model", progress=False)
+    history = model.history
+    assert [row["iteration"] for row in history] == [6 * (i + 1) for i in range(len(history))]  # validation every iterations // 10
+    assert len(history) >= 5  # early stopping acts only in the second half
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
-    for name in ("model.pt", "config.toml", "model.json", "history.csv", "history.png", "summary.txt"):
+    for name in ("model.pt", "model.json", "history.csv", "history.png", "summary.txt"):
         assert (tmp_path / "model" / name).is_file(), name
-    model, cfg, meta = load_model(tmp_path / "model")
-    assert not model.training and meta["in_channels"] == 1 and meta["head"] == "2class"
-    assert meta["input_channels"] == ["DNA"] and meta["dilation"] == 3 and meta["normalization"]
+    assert not (tmp_path / "model" / "config.toml").exists()
+    loaded = Model.load(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert not loaded.network.training and meta["in_channels"] == 1 and meta["network"]["head"] == "2class"
+    assert meta["input_channels"] == ["DNA"] and meta["segment"]["dilation"] == loaded.dilation
+    assert meta["preprocessing"]["normalization"] == "hybrid" and meta["preprocessing"]["statistics"][0]["images"] == 4
+    assert meta["derived"]["objects"]["objects"] > 0 and meta["training"]["calibration"]["images"] >= 1
     test_image, test_labels = synthetic_nuclei(seed=99)
-    check_input(meta, test_image)
-    with torch.no_grad():
-        prob = probabilities(model(torch.from_numpy(test_image)[None]))[0].numpy()
-    foreground = prob[0] < 0.5
+    foreground = loaded.predict_probability(test_image)[0] < 0.5
     dice = 2 * np.logical_and(foreground, test_labels > 0).sum() / (foreground.sum() + (test_labels > 0).sum())
     assert dice > 0.6, dice
 
@@ -89,24 +91,24 @@ def test_training_lowers_loss_and_writes_loadable_model(tmp_path):
 def test_model_refuses_other_channel_counts(tmp_path):
     images, labels = _data(2)
     three = [np.concatenate([im, im, im]) for im in images]
-    train(three, labels, _cfg(iterations=2, validation_fraction=0.0, crop_size=32), tmp_path / "m3", progress=False)
-    _, _, meta = load_model(tmp_path / "m3")
-    assert meta["in_channels"] == 3
-    with pytest.raises(StainsegError, match="1 channel.*trained on 3"):
-        check_input(meta, images[0][0])
+    fit_model(three, labels, _cfg(iterations=2, validation_fraction=0.0, crop_size=32), tmp_path / "m3", progress=False, calibrate=False)
+    model = Model.load(tmp_path / "m3")
+    assert model.in_channels == 3
+    with pytest.raises(StainsegError, match="1 channel.*expects 3"):
+        model.segment(images[0][0])
 
 
-def test_load_model_errors_name_the_file(tmp_path):
+def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(StainsegError, match="not found"):
-        load_model(tmp_path / "nothing")
+        Model.load(tmp_path / "nothing")
     images, labels = _data(1)
-    train(images, labels, _cfg(iterations=2, crop_size=32), tmp_path / "m", progress=False)
+    fit_model(images, labels, _cfg(iterations=2, crop_size=32), tmp_path / "m", progress=False, calibrate=False)
     (tmp_path / "m" / "model.pt").write_bytes(b"not a torch file")
     with pytest.raises(StainsegError, match="model.pt.*corrupt"):
-        load_model(tmp_path / "m")
-    (tmp_path / "m" / "config.toml").unlink()
-    with pytest.raises(StainsegError, match="config.toml.*missing"):
-        load_model(tmp_path / "m")
+        Model.load(tmp_path / "m")
+    (tmp_path / "m" / "model.json").unlink()
+    with pytest.raises(StainsegError, match="model.json.*missing"):
+        Model.load(tmp_path / "m")
 
 
 @pytest.mark.parametrize("preset,validation", [("paper", 0.34), ("fast", 0.0)])
@@ -116,12 +118,12 @@ def test_resume_after_kill_gives_identical_weights(tmp_path, preset, validation)
     # fast: AdamW + cosine, without validation (so that early stopping cannot end the run first)
     cfg = _cfg(iterations=10, checkpoint_every=4, crop_size=32, batch_size=2, validation_fraction=validation)
     cfg.train.preset = preset
-    full = train(images, labels, cfg, tmp_path / "full", progress=False)
+    full = fit_model(images, labels, cfg, tmp_path / "full", progress=False, calibrate=False).history
     # a run killed after 6 iterations: the last checkpoint is at iteration 4
-    train(images, labels, cfg, tmp_path / "killed", progress=False, stop_after=6)
+    assert fit_model(images, labels, cfg, tmp_path / "killed", progress=False, stop_after=6, calibrate=False) is None
     assert not (tmp_path / "killed" / "model.pt").exists()
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["state"]["iteration"] == 4
-    resumed = train(images, labels, cfg, tmp_path / "killed", resume=True, progress=False)
+    resumed = fit_model(images, labels, cfg, tmp_path / "killed", resume=True, progress=False, calibrate=False).history
     a = torch.load(tmp_path / "full" / "model.pt")
     b = torch.load(tmp_path / "killed" / "model.pt")
     assert a.keys() == b.keys()
@@ -138,3 +140,5 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         train(images, [labels[0][:10]], _cfg(), tmp_path, progress=False)
     with pytest.raises(StainsegError, match="no training images"):
         train([], [], _cfg(), tmp_path, progress=False)
+    with pytest.raises(StainsegError, match="no training images"):
+        fit_model([], [], _cfg(), tmp_path, progress=False)

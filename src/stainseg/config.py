@@ -132,6 +132,9 @@ class SegmentConfig:
     batch_size: int = 8
     threshold: float = 0.5
     min_size: Optional[int] = None
+    """Objects with fewer pixels are dropped. Training derives it from its labels (half the 5th area percentile)."""
+    min_distance: Optional[int] = None
+    """Smallest spacing of watershed seeds in px. Training derives it from the typical object radius."""
     min_depth: Optional[float] = None
     """2-class watershed: touching basins stay apart only where the distance to the background dips by
     at least this many px between their centres (default 0.5; 0 keeps every distance maximum's basin)."""
@@ -143,8 +146,19 @@ class SegmentConfig:
 
     def instance_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`stainseg.segment.instances.probability_to_labels` set here
-        (``threshold``, ``min_size``, ``min_depth``); the dilation comes from :meth:`ExperimentConfig.dilation`."""
-        return {"threshold": self.threshold, "min_size": self.min_size, "min_depth": self.min_depth}
+        (``threshold``, ``min_size``, ``min_distance``, ``min_depth``); the dilation comes from :meth:`ExperimentConfig.dilation`."""
+        return {"threshold": self.threshold, "min_size": self.min_size, "min_distance": self.min_distance, "min_depth": self.min_depth}
+
+
+@dataclass
+class PreprocessConfig:
+    """How input planes are prepared for the network (illumination as ``[groundtruth] illumination``)."""
+
+    normalization: Literal["image", "hybrid", "training"] = "hybrid"
+    """``"image"``: each image's own percentiles (stainseg 0.1); ``"hybrid"``: the same, but a field with far less
+    contrast than any training image (blank, noise only) stays dark; ``"training"``: percentiles of the training
+    images. All three are relative to the image's median level, so a dimmer exposure is prepared the same
+    (docs/how-it-works.md)."""
 
 
 @dataclass
@@ -169,6 +183,7 @@ class ExperimentConfig:
     groundtruth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     source: Optional[str] = None

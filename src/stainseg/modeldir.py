@@ -1,39 +1,44 @@
-"""A trained model is a folder that fully describes how to run it (like StarDist / csbdeep).
+"""The model folder: how a :class:`stainseg.Model` is stored (like a StarDist / csbdeep model folder).
 
 Files (all written atomically)::
 
-    MODEL/model.pt       network weights (state_dict)
-    MODEL/config.toml    the full experiment config used for training
-    MODEL/model.json     what segmentation needs: input channels and order, normalisation, head,
-                         tile size, dilation, threshold, versions, seed, training facts
-    MODEL/history.csv    loss and validation score during training
-    MODEL/history.png    the same as a plot
-    MODEL/summary.txt    architecture, parameter count, FLOPs per pixel
+    MODEL/model.pt         network weights (state_dict)
+    MODEL/model.json       the model's own settings, each stored once: format version, objects, input
+                           channels, network, preprocessing with the normalisation statistics of the
+                           training images, segmentation settings, settings derived from the training
+                           labels, training facts (calibration, quality reference, ...), versions
+    MODEL/experiment.toml  provenance: the experiment the model was trained on (loading never reads it)
+    MODEL/history.csv      loss and validation score during training (and history.png, the same as a plot)
+    MODEL/summary.txt      architecture, parameter count, FLOPs per pixel
 
-This module imports the network but never the training loop, so that ``segment`` can load a
-model without it.
+Folders written by stainseg 0.1 (``format_version`` 1: ``model.json`` + a whole-experiment
+``config.toml``) are read too: their network and ``[segment]`` settings come from ``config.toml``
+without validating it as an experiment, and they keep 0.1's per-image normalisation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 
 import stainseg
-from stainseg.config import ExperimentConfig, load_config, save_config
+from stainseg.config import ModelConfig, SegmentConfig, save_config
 from stainseg.errors import StainsegError
 from stainseg.io.atomic import atomic_path, write_csv, write_json, write_text
-from stainseg.network import StainNet, describe
+from stainseg.preprocess import Preprocessing
 
-__all__ = ["save_model_dir", "load_model", "check_input", "FORMAT_VERSION"]
+if TYPE_CHECKING:
+    from stainseg.model import Model
 
-FORMAT_VERSION = 1
-NORMALIZATION = "stainseg.preprocess.normalize"
+__all__ = ["write_model_dir", "read_model_dir", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 2
+RETRAIN = "re-run 'stainseg train EXPERIMENT -o MODEL' to write a model folder this version reads"
 
 
 def _history_plot(path: Path, history: Sequence[dict[str, Any]]) -> None:
@@ -60,83 +65,112 @@ def _history_plot(path: Path, history: Sequence[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def save_model_dir(out_dir: str | Path, model: StainNet, cfg: ExperimentConfig,
-                   history: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
-    """Write a complete model directory.
+def _settings(model: "Model") -> dict[str, Any]:
+    import torch
 
-    Parameters
-    ----------
-    out_dir : str or Path
-        The folder (created if needed).
-    model : StainNet
-        The trained network (its ``in_channels`` must equal ``cfg.model.in_channels``).
-    cfg : ExperimentConfig
-        The config used for training.
-    history : sequence of dict
-        Rows with ``iteration``, ``loss`` and optionally ``val_score``, ``learning_rate``, ``elapsed_s``.
-    extra : dict, optional
-        More facts for ``model.json`` (e.g. ``input_channels`` names, foreground factor).
-
-    Returns
-    -------
-    Path
-        ``out_dir``.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    extra = dict(extra or {})
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(state, tmp)
-    save_config(cfg, out_dir / "config.toml")
-    channel_names = extra.pop("input_channels", None) or list(cfg.channels.input) or [f"channel{i}" for i in range(model.in_channels)]
-    meta = {
+    return {
         "format_version": FORMAT_VERSION,
-        "input_channels": channel_names,
+        "objects": model.objects,
+        "input_channels": list(model.input_channels),
+        "plane_names": list(model.plane_names),
         "in_channels": model.in_channels,
         "axis_order": "CYX",
-        "normalization": NORMALIZATION,
-        "head": cfg.model.head,
+        "network": dataclasses.asdict(model.network_config),
         "n_classes": model.n_classes,
-        "objects": cfg.objects,
-        "tile_size": cfg.segment.tile_size,
-        "dilation": cfg.dilation(),
-        "threshold": cfg.segment.threshold,
-        "seed": cfg.train.seed,
+        "preprocessing": model.preprocessing.to_dict(),
+        "segment": {k: v for k, v in dataclasses.asdict(model.segment_settings).items()},
+        "derived": model.derived,
+        "training": model.info,
         "versions": {"stainseg": stainseg.__version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
-        "training": extra,
     }
-    write_json(out_dir / "model.json", meta)
-    rows = [dict(row) for row in history]
+
+
+def write_model_dir(model: "Model", out_dir: str | Path) -> Path:
+    """Write ``model`` as a complete folder (see the module docstring); returns the folder."""
+    import torch
+
+    from stainseg.network import describe
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save(state, tmp)
+    write_json(out_dir / "model.json", _settings(model))
+    if model.experiment is not None:
+        save_config(model.experiment, out_dir / "experiment.toml")
+    rows = [dict(row) for row in model.history]
     write_csv(out_dir / "history.csv", rows, columns=["iteration", "loss", "learning_rate", "val_score", "elapsed_s"])
     if rows:
         _history_plot(out_dir / "history.png", rows)
-    write_text(out_dir / "summary.txt", describe(model, (model.in_channels, cfg.segment.tile_size, cfg.segment.tile_size)))
+    size = model.segment_settings.tile_size
+    write_text(out_dir / "summary.txt", describe(model.network, (model.in_channels, size, size)))
+    stale = out_dir / "config.toml"  # a 0.1 folder being overwritten: its config would contradict model.json
+    if stale.exists():
+        stale.unlink()
     return out_dir
 
 
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[StainNet, ExperimentConfig, dict[str, Any]]:
-    """Load a model directory written by :func:`save_model_dir`.
+def _dataclass_from(cls: type, data: dict[str, Any], where: Path) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise StainsegError(f"has an unknown setting {unknown[0]!r} (written by a newer stainseg?); {RETRAIN}", where)
+    return cls(**data)
 
-    Returns
-    -------
-    model : StainNet
-        In eval mode, on ``device``.
-    cfg : ExperimentConfig
-    meta : dict
-        The contents of ``model.json``.
 
-    Raises
-    ------
-    StainsegError
-        Missing folder, missing or corrupt ``config.toml``, ``model.json`` or ``model.pt``.
-    """
-    model_dir = Path(model_dir)
+def _v1_settings(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """model.json v2 fields of a stainseg 0.1 folder, from its config.toml read leniently (no experiment validation)."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    cfg_path = model_dir / "config.toml"
+    if not cfg_path.is_file():
+        raise StainsegError(f"is a stainseg 0.1 model folder without its config.toml; {RETRAIN}", model_dir)
+    try:
+        data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StainsegError(f"is unreadable ({type(exc).__name__}); {RETRAIN}", cfg_path) from None
+    gt = data.get("groundtruth", {})
+    network = {k: v for k, v in data.get("model", {}).items() if k in {f.name for f in dataclasses.fields(ModelConfig)}}
+    network["in_channels"] = int(meta["in_channels"])
+    segment = {k: v for k, v in data.get("segment", {}).items() if k in {f.name for f in dataclasses.fields(SegmentConfig)}}
+    if meta.get("dilation") is not None:
+        segment["dilation"] = int(meta["dilation"])
+    training = dict(meta.get("training", {}))
+    if "dilation_calibration" in meta:
+        training["calibration"] = meta["dilation_calibration"]
+    return {
+        "objects": meta.get("objects", data.get("objects", "nuclei")),
+        "input_channels": meta.get("input_channels") or [f"channel{i}" for i in range(network["in_channels"])],
+        "plane_names": training.get("plane_names"),
+        "network": network,
+        "preprocessing": {"illumination": "spline" if gt.get("illumination", "spline") == "spline" else "none",
+                          "spline_grid": gt.get("spline_grid", 5), "spline_iterations": gt.get("spline_iterations", 5),
+                          "normalization": "image"},
+        "segment": segment,
+        "derived": {},
+        "training": training,
+    }
+
+
+def read_model_dir(model_dir: str | Path) -> "Model":
+    """Read a model folder (this version's or stainseg 0.1's); one-line :class:`StainsegError` when it is unusable."""
+    import torch
+
+    from stainseg.model import Model
+    from stainseg.network import StainNet
+
+    model_dir = Path(model_dir).expanduser()
     if not model_dir.is_dir():
         raise StainsegError("model folder not found; give the folder written by 'stainseg train -o MODEL'", model_dir)
-    meta_path, cfg_path, weights_path = model_dir / "model.json", model_dir / "config.toml", model_dir / "model.pt"
-    for path in (meta_path, cfg_path, weights_path):
+    meta_path, weights_path = model_dir / "model.json", model_dir / "model.pt"
+    for path in (meta_path, weights_path):
         if not path.is_file():
             raise StainsegError("is missing from the model folder; copy the whole folder or re-run 'stainseg train'", path)
     try:
@@ -145,43 +179,37 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
             raise ValueError("no in_channels")
     except (ValueError, UnicodeDecodeError) as exc:
         raise StainsegError(f"is corrupt ({type(exc).__name__}); re-run 'stainseg train' to rewrite the model folder", meta_path) from None
+    version = int(meta.get("format_version", 1))
+    if version > FORMAT_VERSION:
+        raise StainsegError(f"was written by a newer stainseg (format {version}, this one reads up to {FORMAT_VERSION}); "
+                            "upgrade stainseg or retrain with this version", meta_path)
+    settings = _v1_settings(model_dir, meta) if version < 2 else meta
     try:
-        cfg = load_config(cfg_path)
-    except StainsegError as exc:
-        raise StainsegError(f"model config is unreadable ({exc}); re-run 'stainseg train' to rewrite the model folder") from None
+        network_cfg = _dataclass_from(ModelConfig, dict(settings["network"]), meta_path)
+        preprocessing = Preprocessing.from_dict(settings["preprocessing"])
+        segment = _dataclass_from(SegmentConfig, dict(settings["segment"]), meta_path)
+    except (KeyError, TypeError) as exc:
+        raise StainsegError(f"lacks or garbles a setting ({exc}); {RETRAIN}", meta_path) from None
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception:  # truncated zip, garbage, a pickle that is not a plain state dict ...
         raise StainsegError("weights are corrupt or truncated (not a readable PyTorch state dict); "
                             "copy the model folder again or re-run 'stainseg train'", weights_path) from None
     try:
-        model = StainNet(cfg.model)
-        model.load_state_dict(state)
+        network = StainNet(network_cfg)
+        network.load_state_dict(state)
     except Exception as exc:  # missing / unexpected keys, shape mismatch
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
         reason = (lines[1] if len(lines) > 1 else lines[0])[:160]
-        raise StainsegError(f"weights do not match config.toml ({reason}); keep model.pt and config.toml of one training run "
+        raise StainsegError(f"weights do not match model.json ({reason}); keep model.pt and model.json of one training run "
                             "or re-run 'stainseg train'", weights_path) from None
-    return model.to(device).eval(), cfg, meta
+    history = []
+    history_path = model_dir / "history.csv"
+    if history_path.is_file():
+        from stainseg.io.atomic import read_csv
 
-
-def check_input(meta: dict[str, Any], image: np.ndarray, path: str | Path | None = None) -> None:
-    """Refuse an image whose channel count differs from the model's inputs (one-line StainsegError).
-
-    Parameters
-    ----------
-    meta : dict
-        ``model.json`` contents (from :func:`load_model`).
-    image : ndarray
-        (C, Y, X), or (Y, X) meaning one channel.
-    path : str or Path, optional
-        The image file, named in the message.
-    """
-    channels = 1 if image.ndim == 2 else image.shape[0] if image.ndim == 3 else None
-    expected = int(meta["in_channels"])
-    names = ", ".join(meta.get("input_channels", [])) or f"{expected} channels"
-    if channels is None:
-        raise StainsegError(f"image has shape {image.shape}; the model expects (channels, Y, X) with {expected} channel(s) ({names})", path)
-    if channels != expected:
-        raise StainsegError(f"image has {channels} channel(s) but the model was trained on {expected} ({names}); "
-                            "give a stack with the same input channels in the same order", path)
+        history = read_csv(history_path)
+    experiment = None  # provenance only: never needed to run the model
+    return Model(network.eval(), settings["input_channels"], objects=settings["objects"], preprocessing=preprocessing,
+                 segment=segment, derived=settings.get("derived", {}), info=settings.get("training", {}),
+                 experiment=experiment, history=history, path=model_dir, plane_names=settings.get("plane_names"))

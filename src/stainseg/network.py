@@ -20,6 +20,8 @@ Batch norm follows every convolution, weights use He (MSRA) initialisation.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -171,6 +173,7 @@ class StainNet(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        self.cfg = dataclasses.replace(cfg)
         self.in_channels = int(cfg.in_channels)
         self.depth = int(cfg.depth)
         self.n_classes = n_classes_for(cfg.head)

@@ -5,9 +5,9 @@
 - :mod:`stainseg.export.bioimageio` — write a BioImage Model Zoo package (``stainseg export``).
 """
 
-from stainseg.export.apply import segment_planes, stack_planes
+from stainseg.export.apply import segment_planes
 
-__all__ = ["segment_planes", "stack_planes", "export_bioimageio"]
+__all__ = ["segment_planes", "export_bioimageio"]
 
 
 def export_bioimageio(*args, **kwargs):  # lazy: bioimageio.spec is an optional dependency

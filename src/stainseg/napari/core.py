@@ -7,7 +7,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from stainseg.config import GroundTruthConfig
 from stainseg.errors import StainsegError
 
 __all__ = ["segment_layers", "automatic_labels", "model_summary"]
@@ -15,11 +14,9 @@ __all__ = ["segment_layers", "automatic_labels", "model_summary"]
 
 def model_summary(model_dir: str | Path) -> str:
     """One line about a model directory: objects, input channels and their order, tile size."""
-    from stainseg.export.apply import load_cached
+    from stainseg.model import Model
 
-    _, cfg, meta = load_cached(model_dir)
-    channels = ", ".join(meta.get("input_channels", [])) or f"{meta['in_channels']} channel(s)"
-    return f"{meta.get('objects', cfg.objects)} from {meta['in_channels']} input(s): {channels}; tile {cfg.segment.tile_size}"
+    return Model.load_cached(model_dir).describe()
 
 
 def segment_layers(model_dir: str | Path, images: Sequence[np.ndarray], tile_size: int = 0, threshold: float = 0.0,
@@ -54,31 +51,8 @@ def segment_layers(model_dir: str | Path, images: Sequence[np.ndarray], tile_siz
 
 def automatic_labels(nuclei: np.ndarray, cytoplasm: Optional[np.ndarray] = None, objects: str = "nuclei",
                      nucleus_diameter: float = 0.0, illumination: str = "spline") -> tuple[np.ndarray, dict[str, Any]]:
-    """Automatic labels of one field from its stains, as ``stainseg groundtruth`` makes them.
+    """Automatic labels of one field and their quality metrics (the widget shows both); see :func:`stainseg.automatic_labels`."""
+    from stainseg.api import automatic_labels as labels_of
 
-    Parameters
-    ----------
-    nuclei : ndarray, shape (Y, X) or (Z, Y, X)
-        The nuclear stain.
-    cytoplasm : ndarray, optional
-        The cytoplasm / cell-body stain (needed for ``objects="cells"``).
-    objects : {"nuclei", "cells"}
-    nucleus_diameter : float
-        Typical nucleus diameter in pixels; 0 estimates it from the image.
-    illumination : {"spline", "none"}
-        Per-image spline flat-field correction of the stains, or none.
-
-    Returns
-    -------
-    labels : ndarray, shape (Y, X)
-    qc : dict
-        The quality metrics of :func:`stainseg.groundtruth.groundtruth_for_set`.
-    """
-    from stainseg.groundtruth import groundtruth_for_set
-
-    cfg = GroundTruthConfig(illumination=illumination, nucleus_diameter=float(nucleus_diameter) or None)
-    stains = {"nuclei": np.asarray(nuclei)}
-    if cytoplasm is not None:
-        stains["cytoplasm"] = np.asarray(cytoplasm)
-    labels, qc, _ = groundtruth_for_set(stains, "nuclei", "cytoplasm" if cytoplasm is not None else None, objects, cfg)
-    return labels, qc
+    return labels_of(nuclei=nuclei, cytoplasm=cytoplasm, objects=objects, nucleus_diameter=nucleus_diameter or None,
+                     illumination=illumination, with_qc=True)

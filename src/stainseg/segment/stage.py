@@ -23,9 +23,6 @@ from stainseg.io.lock import folder_lock
 from stainseg.parallel import map_tasks, note_load
 from stainseg.provenance import provenance
 
-_MODELS: dict[str, Any] = {}  # one loaded model per worker process, keyed by model dir
-
-
 @dataclass
 class SegmentResult:
     out: Path
@@ -40,96 +37,18 @@ class SegmentResult:
         return "\n".join(lines)
 
 
-def _loaded(model_dir: str) -> tuple[Any, Any, dict[str, Any]]:
-    """The model, its config and meta, loaded once per process; the predictor is built with it."""
-    if model_dir not in _MODELS:
-        from stainseg.modeldir import load_model
-        from stainseg.segment.predictor import TorchPredictor
+def _loaded(model_dir: str) -> Any:
+    """The model of a folder, loaded once per process (counted per Dask worker)."""
+    from stainseg.model import Model
 
-        model, cfg, meta = load_model(model_dir)
-        predictor = TorchPredictor(model, device=cfg.segment.device, bfloat16=cfg.segment.bfloat16)
-        _MODELS[model_dir] = (predictor, cfg, meta)
-        note_load(f"model {model_dir}")  # counted per process: once per Dask worker
-    return _MODELS[model_dir]
+    key = (str(model_dir), "loaded")
+    if key not in _COUNTED:
+        _COUNTED.add(key)
+        note_load(f"model {model_dir}")
+    return Model.load_cached(model_dir)
 
 
-def load_meta(model_dir: str | Path) -> dict[str, Any]:
-    """model.json of a model directory, after checking that the whole folder loads (one-line error if not)."""
-    from stainseg.modeldir import load_model
-
-    return load_model(model_dir)[2]
-
-
-def as_channels_first(image: np.ndarray, n_channels: int, path: str | Path) -> np.ndarray:
-    """Arrange a file's array as (C, Y, X) for a model with ``n_channels`` inputs, or fail in one line."""
-    shape = np.shape(image)
-    image = np.squeeze(image)
-    if image.ndim < 2:
-        raise StainsegError(f"image is only {' x '.join(map(str, shape))} pixels; too small to segment", path)
-    if image.ndim == 3 and image.shape[-1] in (3, 4) and n_channels not in (image.shape[0], image.shape[-1]):
-        raise StainsegError(f"is a colour (RGB) image but the model expects {n_channels} grayscale channel(s); "
-                            "give the grayscale microscope image (see MODEL/model.json)", path)
-    if image.ndim == 2:
-        image = image[None]
-    if image.ndim == 3 and image.shape[0] != n_channels and image.shape[-1] == n_channels and n_channels <= 4:
-        image = np.moveaxis(image, -1, 0)
-    if image.ndim != 3 or image.shape[0] != n_channels:
-        got = 1 if image.ndim == 2 else (image.shape[0] if image.ndim == 3 else f"shape {image.shape}")
-        raise StainsegError(f"image has {got} channel(s)/plane(s) but the model expects {n_channels}; give a stack with the model's input channels in order (see MODEL/model.json)", path)
-    if min(image.shape[1:]) < 2:
-        raise StainsegError(f"image is only {image.shape[1]} x {image.shape[2]} pixels; too small to segment", path)
-    return image
-
-
-def _prepare(stack: np.ndarray, cfg: Any) -> tuple[np.ndarray, float]:
-    from stainseg.preprocess import prepare_input
-
-    t0 = time.perf_counter()
-    return prepare_input(stack, cfg), time.perf_counter() - t0
-
-
-def _infer(x: np.ndarray, predictor: Any, cfg: Any) -> tuple[np.ndarray, np.ndarray | None, float]:
-    from stainseg.segment.tiling import predict_tiled
-
-    t0 = time.perf_counter()
-    prob, unc = predict_tiled(x, predictor, tile_size=cfg.segment.tile_size, two_pass=cfg.segment.two_pass,
-                              batch_size=cfg.segment.batch_size, uncertainty=cfg.segment.two_pass)
-    return prob, unc, time.perf_counter() - t0
-
-
-def _instances(prob: np.ndarray, cfg: Any) -> tuple[np.ndarray, float]:
-    from stainseg.segment.instances import probability_to_labels
-
-    t0 = time.perf_counter()
-    labels = probability_to_labels(prob, dilation=cfg.dilation(), **cfg.segment.instance_options())
-    return labels, time.perf_counter() - t0
-
-
-def is_blank(stack: np.ndarray) -> bool:
-    """True when every plane of a (C, Y, X) stack is constant (an empty or flat image: nothing to find)."""
-    return all(float(np.min(plane)) == float(np.max(plane)) for plane in stack)
-
-
-def segment_array(stack: np.ndarray, predictor: Any, cfg: Any, meta: dict[str, Any]) -> dict[str, Any]:
-    """Pre-process, tiled inference and instances for one (C, Y, X) raw stack.
-
-    Returns ``labels``, ``probability`` (K, Y, X), ``uncertainty`` (Y, X) and timings. An image
-    whose every plane is constant (e.g. all zeros) has no cells by definition: it is not run
-    through the network, whose output on a featureless input means nothing.
-    """
-    if is_blank(stack):
-        shape = tuple(stack.shape[1:])
-        prob = np.zeros((int(meta.get("n_classes", 2)),) + shape, np.float32)
-        prob[0] = 1.0
-        unc = np.zeros(shape, np.float32) if cfg.segment.two_pass else None
-        return {"labels": np.zeros(shape, np.uint16), "probability": prob, "uncertainty": unc,
-                "timings": {"preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}}
-    x, t_pre = _prepare(stack, cfg)
-    prob, unc, t_inf = _infer(x, predictor, cfg)
-    del x
-    labels, t_post = _instances(prob, cfg)
-    return {"labels": labels, "probability": prob, "uncertainty": unc,
-            "timings": {"preprocess_s": t_pre, "inference_s": t_inf, "postprocess_s": t_post}}
+_COUNTED: set[tuple[str, str]] = set()
 
 
 def cell_table(name: str, labels: np.ndarray, stack: np.ndarray, channel_names: Sequence[str], uncertainty: np.ndarray | None) -> list[dict[str, Any]]:
@@ -174,25 +93,28 @@ def _load_task(task: dict[str, Any]) -> dict[str, Any]:
     if task["resume"] and label_path.exists() and record_path.exists():
         return {"record": json.loads(record_path.read_text())}
     t0 = time.perf_counter()
-    predictor, cfg, meta = _loaded(task["model"])
-    n_in = int(meta["in_channels"])
+    model = _loaded(task["model"])
+    n_in = model.in_channels
     if task.get("channels"):
         from stainseg.io.layout import ImageSet
 
+        channels = model.input_channels
         iset = ImageSet(fields=task["fields"], channels={k: [Path(p) for p in v] for k, v in task["channels"].items()})
-        stack = iset.load_stack(meta["input_channels"])
+        stack = iset.load_stack(channels)
         if stack.shape[0] != n_in:
-            found = ", ".join(p.name for ch in meta["input_channels"] for p in iset.files(ch))
+            found = ", ".join(p.name for ch in channels for p in iset.files(ch))
             raise StainsegError(f"image set {name} has {stack.shape[0]} input planes ({found}) but the model expects {n_in}; "
-                                f"add the missing z-planes of {', '.join(meta['input_channels'])} or leave the image set out",
-                                iset.files(meta["input_channels"][0])[0].parent)
-        sources = [str(p) for ch in meta["input_channels"] for p in iset.files(ch)]
+                                f"add the missing z-planes of {', '.join(channels)} or leave the image set out",
+                                iset.files(channels[0])[0].parent)
+        sources = [str(p) for ch in channels for p in iset.files(ch)]
+        where = iset.files(channels[0])[0]
     else:
-        from stainseg.io.images import as_float, check_not_mask
+        from stainseg.io.images import check_not_mask
 
-        raw = check_not_mask(read_image(task["path"]), task["path"])
-        stack = as_channels_first(as_float(raw, task["path"]), n_in, task["path"])
+        stack = check_not_mask(read_image(task["path"]), task["path"])
         sources = [task["path"]]
+        where = task["path"]
+    stack = model.arrange(stack, where)
     return {"task": task, "stack": stack, "sources": sources, "timings": {"read_s": time.perf_counter() - t0}}
 
 
@@ -200,8 +122,7 @@ def _compute_task(state: dict[str, Any]) -> dict[str, Any]:
     """Stage 2: pre-processing, tiled inference and instances (the parts that use every core)."""
     if "record" in state:
         return state
-    predictor, cfg, meta = _loaded(state["task"]["model"])
-    result = segment_array(state["stack"], predictor, cfg, meta)
+    result = _loaded(state["task"]["model"]).run(state["stack"])
     state.update(probability=result["probability"], uncertainty=result["uncertainty"], labels=result["labels"])
     state["timings"].update(result["timings"])
     return state
@@ -212,7 +133,7 @@ def _finish_task(state: dict[str, Any]) -> dict[str, Any]:
     if "record" in state:
         return state["record"]
     task, stack = state["task"], state["stack"]
-    _, cfg, meta = _loaded(task["model"])
+    model = _loaded(task["model"])
     out, name = Path(task["out"]), task["name"]
     label_path, record_path = out / "labels" / f"{name}.tif", out / "records" / f"{name}.json"
     labels = state["labels"]
@@ -221,8 +142,7 @@ def _finish_task(state: dict[str, Any]) -> dict[str, Any]:
         write_image(out / "probability" / f"{name}.tif", state["probability"].astype(np.float32))
     if task["save_uncertainty"] and state["uncertainty"] is not None:
         write_image(out / "uncertainty" / f"{name}.tif", state["uncertainty"].astype(np.float32))
-    names = meta.get("training", {}).get("plane_names") or [f"in{c}" for c in range(stack.shape[0])]
-    cells = cell_table(name, labels, stack, names, state["uncertainty"])
+    cells = cell_table(name, labels, stack, model.plane_names, state["uncertainty"])
     write_csv(out / "records" / f"{name}.csv", cells, columns=list(cells[0]) if cells else ["image", "label"])
     write_labels(label_path, labels)
     timings = {**state["timings"], "write_s": time.perf_counter() - t0}
@@ -236,6 +156,14 @@ def _finish_task(state: dict[str, Any]) -> dict[str, Any]:
 def _segment_task(task: dict[str, Any]) -> dict[str, Any]:
     """Segment one image or image set (runs in a worker; reads and writes its own files)."""
     return _finish_task(_compute_task(_load_task(task)))
+
+
+def _model_facts(model_dir: Path) -> dict[str, Any]:
+    """What run.json records of the model (its model.json), after checking that the folder loads."""
+    from stainseg.model import Model
+
+    Model.load(model_dir)
+    return json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -282,7 +210,7 @@ def segment_files(model_dir: str | Path, images: Sequence[str | Path], out: str 
                   output_format: str = "tiff") -> SegmentResult:
     """Segment plain image files; each file is one image set (2-D, or a stack of the model's input channels)."""
     model_dir, out = Path(model_dir), Path(out)
-    meta = load_meta(model_dir)  # fails early, in one line, on a broken model dir
+    meta = _model_facts(model_dir)  # fails early, in one line, on a broken model dir
     paths = [Path(p) for p in images]
     names = _unique_names(paths)
     tasks = [{**_base_task(model_dir, out, n, save_probability, save_uncertainty, resume), "path": str(p.resolve())} for p, n in zip(paths, names)]
@@ -301,7 +229,7 @@ def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out:
     from stainseg.io.layout import scan
     model_dir, out = Path(model_dir), Path(out)
     cfg = experiment if isinstance(experiment, ExperimentConfig) else load_config(experiment)
-    meta = load_meta(model_dir)
+    meta = _model_facts(model_dir)
     sets = scan(cfg).image_sets
     if only is not None:
         wanted = set(only)

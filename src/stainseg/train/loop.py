@@ -43,9 +43,18 @@ from stainseg.train.augment import random_sample, targets_from_labels
 from stainseg.network import StainNet, choose_device, native_bf16
 from stainseg.train.weights import class_weight_image, foreground_factor
 
-__all__ = ["Schedule", "PRESETS", "resolve_schedule", "train", "validation_score"]
+__all__ = ["Schedule", "PRESETS", "resolve_schedule", "train", "TrainResult", "validation_score"]
 
 CHECKPOINT = "checkpoint.pt"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns: the network, its history and facts about the run."""
+
+    network: StainNet
+    history: list[dict[str, Any]]
+    info: dict[str, Any]
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -147,22 +156,20 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: Optional[int] = None,
-    extra: Optional[dict[str, Any]] = None,
-) -> list[dict[str, Any]]:
-    """Train the network on images and their automatic instance labels; write a model directory.
+) -> Optional["TrainResult"]:
+    """Train the network on prepared images and their automatic instance labels.
 
     Parameters
     ----------
     images : sequence of ndarray, shape (C, Y, X), float
-        Input channels, illumination-corrected and normalised with :func:`stainseg.preprocess.normalize`.
+        Network inputs, prepared by :meth:`stainseg.Model.prepare` (the preprocessing segmentation uses).
     labels : sequence of ndarray, shape (Y, X), int
         Instance labels (0 = background), one per image.
     cfg : ExperimentConfig
         ``cfg.train`` (schedule, seed, device ...) and ``cfg.model`` (architecture). The number of
         input channels is taken from the images.
     out_dir : str or Path
-        The model directory: ``checkpoint.pt`` during training, then the files of
-        :func:`stainseg.modeldir.save_model_dir`.
+        Where ``checkpoint.pt`` is kept during training (the model folder).
     resume : bool
         Continue from ``out_dir/checkpoint.pt`` when it exists (it must come from the same config).
     progress : bool
@@ -170,17 +177,14 @@ def train(
     stop_after : int, optional
         Stop after this many iterations as if the process were killed (no model files written):
         for testing resume.
-    extra : dict, optional
-        Passed to ``save_model_dir`` (e.g. input channel names).
 
     Returns
     -------
-    list of dict
-        The history: one row per validation/log point with ``iteration``, ``loss``,
-        ``learning_rate``, ``val_score``, ``elapsed_s``.
+    TrainResult or None
+        The trained network (best validated weights, CPU, eval mode), the history (one row per
+        validation point with ``iteration``, ``loss``, ``learning_rate``, ``val_score``,
+        ``elapsed_s``) and training facts; None when ``stop_after`` stopped it.
     """
-    from stainseg.modeldir import save_model_dir  # the model dir module never imports this one
-
     out_dir = Path(out_dir)
     in_channels = _check_inputs(images, labels)
     cfg = copy.deepcopy(cfg)
@@ -343,15 +347,11 @@ def train(
         if stop_after is not None and it >= stop_after:
             if bar is not None:
                 bar.close()
-            return list(state["history"])
+            return None
     if bar is not None:
         bar.close()
     save_checkpoint()
 
-    if not dinfo.is_main:  # rank 0 writes the model directory
-        distributed.barrier(dinfo)
-        distributed.teardown(dinfo)
-        return list(state["history"])
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
@@ -359,10 +359,8 @@ def train(
             "iterations_planned": sched.iterations, "stopped_early": stopped_early, "best_val_score": state["best_score"],
             "train_images": len(train_idx), "validation_images": len(val_images),
             "validation_indices": [int(i) for i in val_idx], "validation_strips": {str(i): c for i, c in strips.items()}, "device": str(device),
-            "bfloat16": use_amp, "schedule": dataclasses.asdict(sched), "train_seconds": round(state["elapsed_s"], 1)}
-    info["processes"] = dinfo.world
-    info.update(extra or {})
-    save_model_dir(out_dir, model, cfg, state["history"], info)
+            "bfloat16": use_amp, "schedule": dataclasses.asdict(sched), "train_seconds": round(state["elapsed_s"], 1),
+            "processes": dinfo.world, "rank": dinfo.rank}
     distributed.barrier(dinfo)
     distributed.teardown(dinfo)
-    return list(state["history"])
+    return TrainResult(network=model, history=list(state["history"]), info=info)

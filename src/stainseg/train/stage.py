@@ -16,12 +16,11 @@ from stainseg.io.layout import endpoint_sets, same_value, scan
 
 
 def training_data(cfg: ExperimentConfig, labels_dir: Path, wells: Sequence[str] | None = None) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
-    """Prepared inputs and automatic labels of the training end points (QC-excluded and test sets left out).
+    """Raw input stacks and automatic labels of the training end points (QC-excluded and test sets left out).
 
     Returns ``(images, labels, facts)``; ``facts`` records which image sets were used and why others were not.
     """
     from stainseg.groundtruth.stage import read_index
-    from stainseg.preprocess import prepare_input
 
     index = read_index(labels_dir)
     sets = {s.name: s for s in endpoint_sets(cfg, scan(cfg).image_sets)}
@@ -47,7 +46,7 @@ def training_data(cfg: ExperimentConfig, labels_dir: Path, wells: Sequence[str] 
         if stack.shape[1:] != label.shape:
             raise StainsegError(f"input shape {stack.shape[1:]} differs from its label image {label.shape}; labels and images must come from the same experiment",
                                 labels_dir / "labels" / f"{name}.tif")
-        images.append(prepare_input(stack, cfg))
+        images.append(stack)
         labels.append(label)
         used.append(name)
     if not images:
@@ -62,24 +61,6 @@ def training_data(cfg: ExperimentConfig, labels_dir: Path, wells: Sequence[str] 
     return images, labels, facts
 
 
-def calibrate_on_validation(model_dir: Path, images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> dict[str, Any]:
-    """Calibrate the dilation on the images the training loop held out for validation (all images if none)."""
-    import json
-
-    from stainseg.train.calibrate import calibrate_dilation
-
-    training = json.loads((model_dir / "model.json").read_text()).get("training", {})
-    strips = {int(i): int(c) for i, c in (training.get("validation_strips") or {}).items()}
-    if strips:
-        record = calibrate_dilation(model_dir, [images[i][:, :, c:] for i, c in strips.items()], [labels[i][:, c:] for i, c in strips.items()])
-    else:
-        held = training.get("validation_indices") or list(range(len(images)))
-        record = calibrate_dilation(model_dir, [images[i] for i in held], [labels[i] for i in held])
-    print(f"dilation calibrated on {record['images']} validation images: {record['dilation']} x {record['dilation']} "
-          f"(paper: {record['paper_default']})", flush=True)
-    return record
-
-
 def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path | None = None, resume: bool = False,
                  wells: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Make (or reuse) automatic labels, then train; ``out`` becomes a complete model directory.
@@ -87,7 +68,7 @@ def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path 
     Returns the last row of the training history.
     """
     from stainseg.groundtruth.stage import run_groundtruth
-    from stainseg.train.loop import train
+    from stainseg.train.fit import fit_model
 
     out = Path(out)
     rank = int(os.environ.get("RANK", "0"))
@@ -100,13 +81,10 @@ def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path 
     labels_dir = Path(labels_dir)
     images, labels, facts = training_data(cfg, labels_dir, wells)
     facts["labels_dir"] = str(labels_dir.resolve())
-    history = train(images, labels, cfg, out, resume=resume, progress=progress,
-                    extra={"input_channels": list(cfg.channels.input), **facts})
-    if rank != 0:  # under torchrun, rank 0 finishes the model directory
-        return dict(history[-1]) if history else {}
-    if cfg.segment.dilation is None:
-        calibrate_on_validation(out, images, labels)
+    model = fit_model(images, labels, cfg, out, input_channels=cfg.channels.input, plane_names=facts["plane_names"], resume=resume, progress=progress, facts=facts)
+    if model is None or rank != 0:  # under torchrun, rank 0 writes the model folder
+        return {}
     qc = labels_dir / "qc.csv"
     if qc.exists():
         write_text(out / "labels_qc.csv", qc.read_text())
-    return dict(history[-1]) if history else {}
+    return dict(model.history[-1]) if model.history else {}

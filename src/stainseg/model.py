@@ -1,0 +1,405 @@
+"""``stainseg.Model``: the one object that knows a trained network and everything needed to run it.
+
+It owns the input preprocessing (:meth:`Model.prepare`, the only implementation: training
+prepares its images through it too), the segmentation settings and the settings derived from
+the training labels, and it is the one path from raw planes to labels for the CLI, the Python
+API, napari, CellProfiler and the bioimage.io export. The folder format is in
+:mod:`stainseg.modeldir`.
+
+Examples
+--------
+>>> import numpy as np
+>>> model = Model.new(["DNA"])              # an untrained network, default settings
+>>> image = np.random.default_rng(0).gamma(2.0, 50.0, (64, 64))
+>>> model.segment(image).shape
+(64, 64)
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from stainseg.config import ExperimentConfig, ModelConfig, SegmentConfig
+from stainseg.errors import StainsegError
+from stainseg.preprocess import Preprocessing, channel_statistics, correct_plane, prepare
+
+__all__ = ["Model", "arrange_channels"]
+
+_CACHE: dict[tuple[str, float, str], "Model"] = {}
+_CACHE_LOCK = threading.Lock()
+SEGMENT_OVERRIDES = ("tile_size", "two_pass", "batch_size", "threshold", "min_size", "min_distance", "min_depth", "dilation")
+
+
+def arrange_channels(image: Any, n_channels: int, where: str | Path | None = None) -> np.ndarray:
+    """Arrange an array (or a list of 2-D planes) as the (C, Y, X) float stack of a model with ``n_channels`` inputs.
+
+    Accepts (Y, X) for one channel, (C, Y, X), (Y, X, C) with C <= 4, singleton axes, or a
+    sequence of 2-D planes of one size in the order of the model's input channels. Anything else
+    is a one-line :class:`StainsegError` naming ``where``.
+
+    Examples
+    --------
+    >>> arrange_channels(np.zeros((5, 6, 2)), 2).shape
+    (2, 5, 6)
+    """
+    from stainseg.io.images import as_float
+
+    if isinstance(image, (list, tuple)):
+        planes = [np.squeeze(np.asarray(p)) for p in image]
+        if not planes:
+            raise StainsegError("no image given; give the model's input plane(s)", where)
+        if len(planes) > 1:
+            if len({p.shape for p in planes}) > 1 or any(p.ndim != 2 for p in planes):
+                raise StainsegError(f"the input planes must be 2-D and of one size, got shapes {[p.shape for p in planes]}", where)
+            image = np.stack(planes)
+        else:
+            image = planes[0]
+    image = np.asarray(image)
+    shape = image.shape
+    image = np.squeeze(image)
+    if image.ndim < 2:
+        raise StainsegError(f"image is only {' x '.join(map(str, shape)) or 'a scalar'} pixels; too small to segment", where)
+    if image.ndim == 3 and image.shape[-1] in (3, 4) and n_channels not in (image.shape[0], image.shape[-1]):
+        raise StainsegError(f"is a colour (RGB) image but the model expects {n_channels} grayscale channel(s); "
+                            "give the grayscale microscope image (see MODEL/model.json)", where)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim == 3 and image.shape[0] != n_channels and image.shape[-1] == n_channels and n_channels <= 4:
+        image = np.moveaxis(image, -1, 0)
+    if image.ndim != 3 or image.shape[0] != n_channels:
+        got = image.shape[0] if image.ndim == 3 else f"shape {image.shape}"
+        raise StainsegError(f"image has {got} channel(s)/plane(s) but the model expects {n_channels}; give a stack with "
+                            "the model's input channels in order (see MODEL/model.json)", where)
+    if min(image.shape[1:]) < 2:
+        raise StainsegError(f"image is only {image.shape[1]} x {image.shape[2]} pixels; too small to segment", where)
+    return as_float(image, where)
+
+
+def is_constant(stack: np.ndarray) -> bool:
+    """True when every plane of a (C, Y, X) stack is constant (an empty or flat image)."""
+    return all(float(np.min(plane)) == float(np.max(plane)) for plane in stack)
+
+
+class Model:
+    """A trained network with its preprocessing, segmentation settings and derived settings.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        A :class:`stainseg.network.StainNet` (weights as trained).
+    input_channels : list of str
+        The input channel names, in order (an experiment's ``[channels] input``; a channel with
+        z-planes gives several network inputs).
+    plane_names : list of str, optional
+        One name per network input plane (default: the channel names when they are as many,
+        else ``in0``, ``in1`` ...).
+    objects : {"nuclei", "cells"}
+    preprocessing : Preprocessing, optional
+    segment : SegmentConfig, optional
+        Tile size, passes, threshold, sizes, dilation, device, precision.
+    derived : dict, optional
+        Statistics of the training labels and the settings derived from them.
+    info : dict, optional
+        Facts about the training (iterations, images, calibration records, quality reference ...).
+    experiment : ExperimentConfig, optional
+        Provenance: the experiment the model was trained on (saved as ``experiment.toml``; loading does not need it).
+    history : list of dict, optional
+        Training history rows.
+    """
+
+    def __init__(self, network: Any, input_channels: Sequence[str], objects: str = "nuclei",
+                 preprocessing: Optional[Preprocessing] = None, segment: Optional[SegmentConfig] = None,
+                 derived: Optional[dict[str, Any]] = None, info: Optional[dict[str, Any]] = None,
+                 experiment: Optional[ExperimentConfig] = None, history: Optional[list[dict[str, Any]]] = None,
+                 path: Optional[Path] = None, plane_names: Optional[Sequence[str]] = None) -> None:
+        self.network = network
+        self.input_channels = list(input_channels)
+        if not self.input_channels:
+            raise StainsegError("a model needs at least one input channel name")
+        if plane_names is None:
+            plane_names = self.input_channels if len(self.input_channels) == self.in_channels else [f"in{i}" for i in range(self.in_channels)]
+        self.plane_names = list(plane_names)
+        if len(self.plane_names) != self.in_channels:
+            raise StainsegError(f"{len(self.plane_names)} plane names for a network with {self.in_channels} inputs")
+        self.objects = objects
+        self.preprocessing = preprocessing or Preprocessing()
+        self.segment_settings = segment or SegmentConfig()
+        self.derived = dict(derived or {})
+        self.info = dict(info or {})
+        self.experiment = experiment
+        self.history = list(history or [])
+        self.path = path
+        self._predictor: Any = None
+        self._predictor_key: Any = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def new(cls, input_channels: Sequence[str], objects: str = "nuclei", cfg: Optional[ExperimentConfig] = None,
+            plane_names: Optional[Sequence[str]] = None, in_channels: Optional[int] = None) -> "Model":
+        """An untrained model (random weights) with the settings of ``cfg`` (defaults when None).
+
+        The network has one input per name in ``plane_names``, else ``in_channels`` inputs, else
+        one per input channel.
+
+        Examples
+        --------
+        >>> Model.new(["BF1", "BF2"]).in_channels
+        2
+        """
+        from stainseg.network import StainNet
+
+        cfg = copy.deepcopy(cfg) if cfg is not None else ExperimentConfig(objects=objects)  # type: ignore[arg-type]
+        cfg.model.in_channels = len(plane_names) if plane_names else int(in_channels or len(input_channels))
+        gt = cfg.groundtruth
+        pre = Preprocessing(illumination="spline" if gt.illumination == "spline" else "none", spline_grid=gt.spline_grid,
+                            spline_iterations=gt.spline_iterations, normalization=cfg.preprocess.normalization)
+        return cls(StainNet(cfg.model), input_channels, objects=cfg.objects if cfg is not None else objects,
+                   preprocessing=pre, segment=copy.deepcopy(cfg.segment), experiment=cfg if cfg.root else None,
+                   plane_names=plane_names)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "Model":
+        """Load a model folder (written by :meth:`save` or ``stainseg train``); one-line error if it is unusable.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> folder = Model.new(["DNA"]).save(tempfile.mkdtemp() + "/m")
+        >>> Model.load(folder).input_channels
+        ['DNA']
+        """
+        from stainseg.modeldir import read_model_dir
+
+        model = read_model_dir(path)
+        if device != "auto":
+            model.segment_settings.device = device  # type: ignore[assignment]
+        return model
+
+    @classmethod
+    def load_cached(cls, path: str | Path, device: str = "auto") -> "Model":
+        """:meth:`load`, once per process per folder (reloaded when ``model.pt`` changes): for hosts and workers."""
+        path = Path(path).expanduser()
+        weights = path / "model.pt"
+        key = (str(path.resolve()), weights.stat().st_mtime if weights.is_file() else 0.0, device)
+        with _CACHE_LOCK:
+            if key not in _CACHE:
+                _CACHE[key] = cls.load(path, device)
+            return _CACHE[key]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model folder (every file atomically); returns the folder."""
+        from stainseg.modeldir import write_model_dir
+
+        self.path = write_model_dir(self, path)
+        return self.path
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def in_channels(self) -> int:
+        """Number of network input planes."""
+        return int(self.network.in_channels)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.network.n_classes)
+
+    @property
+    def network_config(self) -> ModelConfig:
+        return self.network.cfg
+
+    @property
+    def dilation(self) -> int:
+        """The post-segmentation dilation: set or calibrated, else the paper's 9 (cells) or 3 (nuclei)."""
+        if self.segment_settings.dilation is not None:
+            return int(self.segment_settings.dilation)
+        return 9 if self.objects == "cells" else 3
+
+    def instance_options(self, **overrides: Any) -> dict[str, Any]:
+        """Keyword arguments of :func:`stainseg.segment.instances.probability_to_labels` (dilation included)."""
+        s = self.segment_settings
+        options = {"threshold": s.threshold, "min_size": s.min_size, "min_distance": s.min_distance,
+                   "min_depth": s.min_depth, "dilation": self.dilation}
+        options.update({k: v for k, v in overrides.items() if k in options and v is not None})
+        return options
+
+    def describe(self) -> str:
+        """One line: objects, inputs, tile size.
+
+        Examples
+        --------
+        >>> Model.new(["DNA"]).describe()
+        'nuclei from 1 input(s): DNA; tile 240'
+        """
+        return f"{self.objects} from {self.in_channels} input(s): {', '.join(self.plane_names)}; tile {self.segment_settings.tile_size}"
+
+    # ------------------------------------------------------------------ preprocessing
+    def arrange(self, raw: Any, where: str | Path | None = None) -> np.ndarray:
+        """Raw planes (see :func:`arrange_channels`) as the model's (C, Y, X) stack; checks channels, dtype and NaN."""
+        stack = arrange_channels(raw, self.in_channels, where)
+        if not np.isfinite(stack).all():
+            raise StainsegError("image contains NaN or infinite pixels; fix or mask the input file", where)
+        return stack
+
+    def prepare(self, raw: Any, where: str | Path | None = None) -> np.ndarray:
+        """The network input of raw planes: illumination correction, then normalisation (the only implementation).
+
+        Returns float32 (C, Y, X).
+        """
+        return prepare(self.arrange(raw, where), self.preprocessing)
+
+    def fit_statistics(self, raws: Sequence[np.ndarray]) -> None:
+        """Record the intensity statistics of the training images (after illumination correction) for normalisation."""
+        corrected = []
+        for raw in raws:
+            stack = self.arrange(raw)
+            corrected.append(np.stack([correct_plane(plane, self.preprocessing) for plane in stack]))
+        self.preprocessing.statistics = channel_statistics(corrected, self.preprocessing.low, self.preprocessing.high)
+
+    # ------------------------------------------------------------------ inference
+    def predictor(self, progress: Optional[Callable[[int], None]] = None) -> Callable[[np.ndarray], np.ndarray]:
+        """The tile predictor ``(N, C, t, t) -> (N, K, t, t)`` on the model's device (built once)."""
+        from stainseg.segment.predictor import TorchPredictor
+
+        key = (id(self.network), self.segment_settings.device, self.segment_settings.bfloat16)
+        if self._predictor is None or self._predictor_key != key:
+            self._predictor = TorchPredictor(self.network, device=self.segment_settings.device, bfloat16=self.segment_settings.bfloat16)
+            self._predictor_key = key
+        if progress is None:
+            return self._predictor
+        inner, done = self._predictor, [0]
+
+        def counting(batch: np.ndarray) -> np.ndarray:
+            out = inner(batch)
+            done[0] += int(batch.shape[0])
+            progress(done[0])
+            return out
+        return counting
+
+    def predict_prepared(self, x: np.ndarray, uncertainty: bool = False, progress: Optional[Callable[[int], None]] = None,
+                         **overrides: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Tiled inference on an already prepared (C, Y, X) input: ``(probability (K, Y, X), uncertainty or None)``."""
+        from stainseg.segment.tiling import predict_tiled
+
+        s = self._settings(overrides)
+        return predict_tiled(x, self.predictor(progress), tile_size=s.tile_size, two_pass=s.two_pass,
+                             batch_size=s.batch_size, uncertainty=uncertainty and s.two_pass)
+
+    def predict_probability(self, raw: Any, **overrides: Any) -> np.ndarray:
+        """Class probabilities (K, Y, X) of raw planes (background first).
+
+        Examples
+        --------
+        >>> Model.new(["DNA"]).predict_probability(np.ones((32, 40))).shape
+        (2, 32, 40)
+        """
+        return self.predict_prepared(self.prepare(raw), **overrides)[0]
+
+    def _settings(self, overrides: Mapping[str, Any]) -> SegmentConfig:
+        unknown = sorted(set(overrides) - set(SEGMENT_OVERRIDES))
+        if unknown:
+            raise StainsegError(f"unknown segmentation setting {unknown[0]!r}; use one of {', '.join(SEGMENT_OVERRIDES)}")
+        s = copy.deepcopy(self.segment_settings)
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(s, key, value)
+        if s.tile_size < 16:
+            raise StainsegError(f"tile size {s.tile_size} is too small; use at least 16 (the model's is {self.segment_settings.tile_size})")
+        if not 0.0 < float(s.threshold) < 1.0:
+            raise StainsegError(f"threshold {s.threshold} must lie between 0 and 1")
+        return s
+
+    def run(self, raw: Any, where: str | Path | None = None, progress: Optional[Callable[[int], None]] = None,
+            **overrides: Any) -> dict[str, Any]:
+        """Segment raw planes and return everything: ``labels``, ``probability``, ``uncertainty``, ``timings``.
+
+        An image whose every plane is constant has no cells by definition and is not run through
+        the network.
+        """
+        from stainseg.segment.instances import probability_to_labels
+
+        settings = self._settings(overrides)
+        stack = self.arrange(raw, where)
+        shape = tuple(stack.shape[1:])
+        if is_constant(stack):
+            prob = np.zeros((self.n_classes,) + shape, np.float32)
+            prob[0] = 1.0
+            unc = np.zeros(shape, np.float32) if settings.two_pass else None
+            return {"labels": np.zeros(shape, np.uint16), "probability": prob, "uncertainty": unc, "stack": stack,
+                    "timings": {"preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}}
+        t0 = time.perf_counter()
+        x = prepare(stack, self.preprocessing)
+        t1 = time.perf_counter()
+        prob, unc = self.predict_prepared(x, uncertainty=True, progress=progress, **overrides)
+        del x
+        t2 = time.perf_counter()
+        labels = probability_to_labels(prob, **self.instance_options(**overrides))
+        t3 = time.perf_counter()
+        return {"labels": labels, "probability": prob, "uncertainty": unc, "stack": stack,
+                "timings": {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}}
+
+    def segment(self, raw: Any, **overrides: Any) -> np.ndarray:
+        """Instance labels (Y, X) of raw planes: what ``stainseg segment MODEL image.tif`` writes.
+
+        Parameters
+        ----------
+        raw : ndarray or sequence of ndarray
+            The model's input channels, any intensity scale: (Y, X), (C, Y, X), (Y, X, C) or a list of planes.
+        **overrides
+            Any of ``tile_size``, ``two_pass``, ``batch_size``, ``threshold``, ``min_size``,
+            ``min_distance``, ``min_depth``, ``dilation`` (None keeps the model's value).
+        """
+        return self.run(raw, **overrides)["labels"]
+
+    # ------------------------------------------------------------------ calibration
+    def calibrate(self, images: Sequence[Any], labels: Sequence[np.ndarray], prepared: bool = False,
+                  dilation: bool = True) -> dict[str, Any]:
+        """Derive the instance settings from ``labels`` and calibrate them on ``images`` (in memory; nothing is written).
+
+        The typical object size, smallest object and seed spacing come from the labels
+        (:mod:`stainseg.segment.derive`); threshold, dilation and the smallest-size factor are then
+        chosen by the pooled score of segmenting ``images`` against ``labels``.
+
+        Parameters
+        ----------
+        images : sequence
+            Raw planes (or prepared network inputs when ``prepared``), e.g. the validation crops.
+        labels : sequence of ndarray
+            Their automatic instance labels.
+        dilation : bool
+            Calibrate the dilation too (False keeps a dilation set in the config).
+
+        Returns
+        -------
+        dict
+            The calibration record (also kept in ``info["calibration"]``).
+        """
+        from stainseg.segment.derive import calibrate, derived_settings, object_statistics
+
+        labels = [np.asarray(lab) for lab in labels]
+        stats = object_statistics(labels)
+        if not stats.get("objects"):
+            raise StainsegError("the calibration labels hold no objects; give images with objects in them")
+        base = derived_settings(stats)
+        probs = [self.predict_prepared(np.asarray(im, np.float32) if prepared else self.prepare(im))[0] for im in images]
+        grid = None if dilation else {"dilation": (self.dilation,)}
+        record = calibrate(probs, labels, base, grid)
+        chosen = record["settings"]
+        s = self.segment_settings
+        s.threshold, s.min_size = float(chosen["threshold"]), int(chosen["min_size"])
+        s.min_distance, s.min_depth = chosen.get("min_distance"), chosen.get("min_depth")
+        s.dilation = int(chosen["dilation"])
+        self.derived = {"objects": stats, "derived": base}
+        summary = {"images": len(labels), "settings": chosen, "score": record["score"], "seconds": record["seconds"],
+                   "paper_dilation": 9 if self.objects == "cells" else 3}
+        self.info["calibration"] = summary
+        return summary
+
+    def __repr__(self) -> str:
+        where = f", path={str(self.path)!r}" if self.path else ""
+        return f"Model({self.describe()}{where})"

@@ -1,0 +1,96 @@
+"""From raw training images and their labels to a saved, calibrated :class:`stainseg.Model`.
+
+The steps, each its own function: the model's preprocessing learns the intensity statistics of
+the raw images, every image is prepared by :meth:`Model.prepare` (so training and segmentation
+share one preprocessing by construction), the loop trains the network, the settings of the
+instance step are derived from the labels and calibrated on the validation crops, and the folder
+is written once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from stainseg.config import ExperimentConfig
+from stainseg.errors import StainsegError
+from stainseg.model import Model
+
+__all__ = ["fit_model", "validation_pairs"]
+
+
+def validation_pairs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], info: dict[str, Any]
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The prepared images and labels the loop held out for validation (strips or whole images; all if none)."""
+    strips = {int(i): int(c) for i, c in (info.get("validation_strips") or {}).items()}
+    if strips:
+        return [images[i][:, :, c:] for i, c in strips.items()], [labels[i][:, c:] for i, c in strips.items()]
+    held = info.get("validation_indices") or list(range(len(images)))
+    return [images[i] for i in held], [labels[i] for i in held]
+
+
+def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: ExperimentConfig, out: str | Path,
+              input_channels: Optional[Sequence[str]] = None, plane_names: Optional[Sequence[str]] = None, resume: bool = False, progress: bool = True,
+              stop_after: Optional[int] = None, facts: Optional[dict[str, Any]] = None,
+              calibrate: bool = True) -> Optional[Model]:
+    """Train a model on raw images and their automatic labels, calibrate it, save it to ``out``.
+
+    Parameters
+    ----------
+    raws : sequence
+        Raw input planes of each training image ((Y, X) or (C, Y, X), any dtype).
+    labels : sequence of ndarray (Y, X)
+        Instance labels of each image.
+    cfg : ExperimentConfig
+        ``[train]``, ``[model]``, ``[preprocess]``, ``[segment]`` and the illumination settings.
+    out : str or Path
+        The model folder (``checkpoint.pt`` while training).
+    input_channels : sequence of str, optional
+        The input channel names (default ``cfg.channels.input``, else ``channel0`` ...).
+    plane_names : sequence of str, optional
+        One name per input plane (e.g. ``BF[z=1]``); default: the channel names.
+    resume, progress, stop_after
+        As :func:`stainseg.train.loop.train`.
+    facts : dict, optional
+        More facts for ``model.json`` ``training`` (e.g. the image sets used).
+    calibrate : bool
+        Derive and calibrate the instance settings on the validation crops (a dilation set in
+        ``[segment]`` is kept).
+
+    Returns
+    -------
+    Model or None
+        The saved model; None when ``stop_after`` stopped training or on a non-zero torchrun rank.
+    """
+    from stainseg.train.loop import train
+
+    if len(raws) == 0:
+        raise StainsegError("no training images; check the experiment's pattern and channels")
+    first = np.asarray(raws[0])
+    n_in = 1 if first.ndim == 2 else int(first.shape[0])
+    names = list(input_channels or cfg.channels.input or [f"channel{i}" for i in range(n_in)])
+    planes = list(plane_names) if plane_names is not None and len(plane_names) == n_in else None
+    if planes is None and len(names) != n_in:
+        planes = [f"in{i}" for i in range(n_in)]
+    model = Model.new(names, objects=cfg.objects, cfg=cfg, plane_names=planes)
+    model.fit_statistics(raws)
+    images = [model.prepare(raw, f"training image {i}") for i, raw in enumerate(raws)]
+    result = train(images, labels, cfg, out, resume=resume, progress=progress, stop_after=stop_after)
+    if result is None or result.info.get("rank", 0) != 0:
+        return None
+    model.network = result.network
+    model.history = result.history
+    model.info.update(result.info)
+    model.info.update(facts or {})
+    if calibrate:
+        val_images, val_labels = validation_pairs(images, labels, result.info)
+        if any(lab.any() for lab in val_labels):
+            record = model.calibrate(val_images, val_labels, prepared=True, dilation=cfg.segment.dilation is None)
+            if progress:
+                s = record["settings"]
+                print(f"calibrated on {record['images']} validation crops: threshold {s['threshold']}, min size {s['min_size']} px, "
+                      f"dilation {s['dilation']} x {s['dilation']} (paper: {record['paper_dilation']})", flush=True)
+    model.save(out)
+    return model
