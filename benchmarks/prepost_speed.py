@@ -69,12 +69,12 @@ def _baseline_module(name: str, path: str, replace: dict[str, types.ModuleType] 
 
 
 def baseline():
-    """(old background_field, old probability_to_labels)."""
+    """(old background_field, old probability_to_labels, old seeds module)."""
     illum = _baseline_module("baseline_illumination", "src/stainseg/groundtruth/illumination.py")
     seeds = _baseline_module("baseline_seeds", "src/stainseg/segment/seeds.py")
     inst = _baseline_module("baseline_instances", "src/stainseg/segment/instances.py",
                             {"stainseg.segment.seeds": seeds})
-    return illum.background_field, inst.probability_to_labels
+    return illum.background_field, inst.probability_to_labels, seeds
 
 
 def mosaic(tiles: list[np.ndarray], size: int = SIZE, columns: int = 3) -> np.ndarray:
@@ -150,7 +150,7 @@ def main(argv=None) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} usable cores, load average {load:.1f}; "
           f"numpy {np.__version__} using {numpy_simd()} kernels; old = commit {BASELINE}, best of {args.repeats}, alternating")
-    old_field, old_labels = baseline()
+    old_field, old_labels, old_seeds = baseline()
 
     # ---- pre-processing: illumination fields of three 2048^2 planes
     planes = [bbbc039_mosaic(args.data, start)[0] for start in (0, 12, 24)]
@@ -177,6 +177,20 @@ def main(argv=None) -> None:
     print(f"post-processing ({SIZE}^2, {int(lab_new.max())} objects from {len(np.unique(truth)) - 1} manual nuclei): "
           f"old {t_old:.3f} s, new {t_new:.3f} s, new/old {t_new / t_old:.2f}; "
           f"labels identical: {same} ({int(np.count_nonzero(lab_old != lab_new))} pixels differ)")
+    # the single-threaded seed steps alone (the watershed runs on two threads and suffers most from a busy machine)
+    from stainseg.segment import seeds
+
+    mask = (1.0 - prob[0]) > 0.5
+
+    def new_seeds():
+        components = seeds.mask_components(mask)
+        markers, _, _ = seeds.distance_seeds(mask, None, components)
+        return seeds.seed_unseeded(markers, mask, components)
+
+    t_old, t_new, m_old, m_new = timed_pair(lambda: old_seeds.seed_unseeded(old_seeds.distance_seeds(mask, None)[0], mask),
+                                            new_seeds, args.repeats)
+    print(f"  of which seeds (distance map, peaks, unseeded components): old {t_old:.3f} s, new {t_new:.3f} s, "
+          f"new/old {t_new / t_old:.2f}; markers identical: {np.array_equal(m_old, m_new)}")
 
 
 if __name__ == "__main__":
