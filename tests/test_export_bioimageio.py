@@ -11,29 +11,42 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from stainseg.config import ChannelsConfig, ExperimentConfig, ModelConfig, SegmentConfig
+from stainseg.config import ChannelsConfig, ExperimentConfig, ModelConfig, PreprocessConfig, SegmentConfig
 from stainseg.errors import StainsegError
-from stainseg.modeldir import save_model_dir
-from stainseg.network import StainNet
+from stainseg.model import Model
 
 spec = pytest.importorskip("bioimageio.spec", reason="bioimageio.spec is not installed (pip install 'stainseg[bioimageio]')")
 
 
+def _sample(shape=(150, 190), seed=1, level=1000.0) -> np.ndarray:
+    """One bright-field-like plane: three bright discs on a sloped, noisy background (1, Y, X)."""
+    rng = np.random.default_rng(seed)
+    image = level + 2 * np.arange(shape[1])[None, :] + rng.normal(0, 20, shape)
+    for cy, cx in [(40, 40), (90, 120), (110, 50)]:
+        rr, cc = disk((cy + seed, cx - seed), 12, shape=shape)
+        image[rr, cc] += 0.9 * level
+    return image.astype(np.float32)[None]
+
+
+def _experiment(root: Path, normalization: str = "hybrid") -> ExperimentConfig:
+    """An experiment with one image set (BF.tif, DNA.tif) in ``root``."""
+    import tifffile
+
+    root.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(root / "BF.tif", _sample()[0])
+    tifffile.imwrite(root / "DNA.tif", _sample()[0])
+    return ExperimentConfig(name="demo", root=str(root), pattern=r"(?P<channel>[A-Za-z]+)\.tif",
+                            channels=ChannelsConfig(input=["BF"], nuclei="DNA"),
+                            model=ModelConfig(in_channels=1, head="3class"), segment=SegmentConfig(tile_size=64),
+                            preprocess=PreprocessConfig(normalization=normalization))  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    cfg = ExperimentConfig(name="demo", root=".", pattern=r"(?P<channel>[A-Za-z]+)\.tif",
-                           channels=ChannelsConfig(input=["BF"], nuclei="DNA"),
-                           model=ModelConfig(in_channels=1, head="3class"), segment=SegmentConfig(tile_size=64))
-    return save_model_dir(tmp_path_factory.mktemp("model"), StainNet(cfg.model), cfg, history=[], extra={"input_channels": ["BF"]})
-
-
-def _sample(shape=(150, 190)) -> np.ndarray:
-    rng = np.random.default_rng(1)
-    image = 1000 + 2 * np.arange(shape[1])[None, :] + rng.normal(0, 20, shape)
-    for cy, cx in [(40, 40), (90, 120), (110, 50)]:
-        rr, cc = disk((cy, cx), 12, shape=shape)
-        image[rr, cc] += 900
-    return image.astype(np.float32)[None]
+    cfg = _experiment(tmp_path_factory.mktemp("experiment"))
+    folder = Model.new(["BF"], cfg=cfg).save(tmp_path_factory.mktemp("model") / "model")
+    assert (folder / "experiment.toml").is_file()
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +54,34 @@ def package(model_dir, tmp_path_factory) -> Path:
     from stainseg.export.bioimageio import export_bioimageio
 
     return export_bioimageio(model_dir, tmp_path_factory.mktemp("out") / "model.zip", sample=_sample())
+
+
+def _outputs(package: Path):
+    """test_input, test_output and both weight formats of a package."""
+    import torch
+
+    from stainseg.export.bioimageio import BioimageioStainNet
+
+    with zipfile.ZipFile(package) as zf:
+        x = np.load(zf.open("test_input.npy"))
+        y = np.load(zf.open("test_output.npy"))
+        scripted = torch.jit.load(zf.open("weights.torchscript.pt"))
+        state = torch.load(zf.open("weights.pt"), weights_only=True)
+        readme = zf.read("README.md").decode()
+    from bioimageio.spec import load_description
+
+    kwargs = load_description(package).weights.pytorch_state_dict.architecture.kwargs
+    wrapped = BioimageioStainNet(**kwargs)
+    wrapped.load_state_dict(state)
+    return x, y, [wrapped.eval(), scripted], readme
+
+
+def _expected(model: Model, raw: np.ndarray) -> np.ndarray:
+    """stainseg's own output on a raw crop: Model.prepare, then the network on the whole crop."""
+    import torch
+
+    with torch.inference_mode():
+        return torch.softmax(model.network.eval()(torch.from_numpy(model.prepare(raw))[None]), 1).numpy()
 
 
 def test_package_validates_with_bioimageio_spec(package):
@@ -52,9 +93,11 @@ def test_package_validates_with_bioimageio_spec(package):
     assert set(descr.weights.available_formats) >= {"pytorch_state_dict", "torchscript"}
     assert [str(c.doi) for c in descr.cite if c.doi] == ["10.1038/s41598-017-07599-6"]
     assert [a.channel_names for a in descr.inputs[0].axes if a.type == "channel"] == [["BF"]]
+    assert not descr.inputs[0].preprocessing or all(p.id == "ensure_dtype" for p in descr.inputs[0].preprocessing)
     names = set(zipfile.ZipFile(package).namelist())
     assert {"rdf.yaml", "README.md", "cover.png", "test_input.npy", "test_output.npy", "weights.pt",
-            "weights.torchscript.pt", "model.json", "config.toml", "sample_input.tif", "sample_output.tif"} <= names
+            "weights.torchscript.pt", "model.json", "sample_input.tif", "sample_output.tif"} <= names
+    assert "config.toml" not in names
     with zipfile.ZipFile(package) as zf:
         test_input = np.load(zf.open("test_input.npy"))
         test_output = np.load(zf.open("test_output.npy"))
@@ -63,27 +106,80 @@ def test_package_validates_with_bioimageio_spec(package):
     np.testing.assert_allclose(test_output.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_package_weights_reproduce_stainseg(package, model_dir):
-    """Both weight files applied with the rdf's pre-processing give stainseg's own output."""
+def test_package_is_model_prepare_on_the_sample(package, model_dir):
+    """Test input = the centre crop after Model.prepare's illumination step; test output = network(Model.prepare(crop));
+    both weight formats reproduce it from the test input; the README names the normalisation."""
     import torch
 
-    from stainseg.export.bioimageio import BioimageioStainNet
-    from stainseg.modeldir import load_model
-    from stainseg.preprocess import normalize
+    from stainseg.preprocess import correct_plane
 
-    with zipfile.ZipFile(package) as zf:
-        x = np.load(zf.open("test_input.npy"))
-        scripted = torch.jit.load(zf.open("weights.torchscript.pt"))
-        state = torch.load(zf.open("weights.pt"), weights_only=True)
-    lo, hi = np.percentile(x[0], [0.5, 99.5], axis=(1, 2))
-    scaled = np.clip((x - lo[None, :, None, None]) / (hi - lo)[None, :, None, None], 0, 1).astype(np.float32)
-    wrapped = BioimageioStainNet(in_channels=1)
-    wrapped.load_state_dict(state)
-    model, _, _ = load_model(model_dir)
+    model = Model.load(model_dir)
+    crop = _sample()[:, 3:147, 3:187]
+    x, y, nets, readme = _outputs(package)
+    np.testing.assert_allclose(x[0], np.stack([correct_plane(p, model.preprocessing) for p in crop]), rtol=1e-6)
+    def slope(im):  # background level right vs left, relative
+        return abs(np.median(im[..., -20:]) - np.median(im[..., :20])) / np.median(im)
+
+    assert model.preprocessing.illumination == "spline" and slope(crop) > 0.2 and slope(x) < 0.05  # the slope is corrected away
+    np.testing.assert_allclose(y, _expected(model, crop), atol=1e-5)
     with torch.inference_mode():
-        expected = torch.softmax(model(torch.from_numpy(normalize(x[0]))[None]), 1).numpy()
-        for net in (wrapped.eval(), scripted):
-            np.testing.assert_allclose(net(torch.from_numpy(scaled)).numpy(), expected, atol=1e-4)
+        for net in nets:
+            np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), y, atol=1e-4)
+    assert 'normalization = "hybrid"' in readme and "no training statistics" in readme
+    assert "illumination-corrected first" in readme
+
+
+@pytest.mark.parametrize("normalization", ["hybrid", "training"])
+def test_package_uses_the_training_statistics(normalization, tmp_path):
+    """With training statistics, the package normalises as Model.prepare does ("hybrid" keeps a blank field dark)."""
+    import torch
+
+    from stainseg.export.bioimageio import export_bioimageio
+    from stainseg.preprocess import correct_plane
+
+    cfg = _experiment(tmp_path / "exp", normalization)
+    model = Model.new(["BF"], cfg=cfg)
+    model.fit_statistics([_sample(seed=s, level=300.0 * (s + 1)) for s in range(4)])
+    folder = model.save(tmp_path / "model")
+    assert Model.load(folder).preprocessing.statistics[0].images == 4
+    blank = (1000 + np.random.default_rng(5).normal(0, 5, (1, 96, 96))).astype(np.float32)  # noise only
+    for raw in (_sample(seed=7, level=2000.0), blank):
+        package = export_bioimageio(folder, tmp_path / f"{normalization}-{raw.shape[-1]}.zip", sample=raw)
+        x, y, nets, readme = _outputs(package)
+        crop = raw[:, 3:147, 3:187] if raw.shape[-1] == 190 else raw
+        np.testing.assert_allclose(x[0], np.stack([correct_plane(p, model.preprocessing) for p in crop]), rtol=1e-6)
+        np.testing.assert_allclose(y, _expected(model, crop), atol=1e-5)
+        with torch.inference_mode():
+            for net in nets:
+                np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), y, atol=1e-4)
+                if normalization == "hybrid":  # the package's own normalisation of a blank field: dark, not stretched
+                    prepared = nets[0].normalize(torch.from_numpy(x)).numpy()
+                    np.testing.assert_allclose(prepared[0], model.prepare(crop), atol=1e-4)
+        assert f'normalization = "{normalization}"' in readme and "training statistics in `model.json`" in readme
+    if normalization == "hybrid":
+        assert float(np.ptp(model.prepare(blank))) < 0.5  # the floor kept the noise-only field from being stretched to [0, 1]
+
+
+def test_export_takes_the_sample_from_experiment_toml(model_dir, tmp_path):
+    """No --sample: the first image set of MODEL/experiment.toml (read_model_dir leaves model.experiment None)."""
+    from stainseg.export.bioimageio import export_bioimageio
+
+    assert Model.load(model_dir).experiment is None
+    package = export_bioimageio(model_dir, tmp_path / "m.zip")
+    x, y, _, readme = _outputs(package)
+    assert x.shape == (1, 1, 144, 184)
+    np.testing.assert_allclose(y, _expected(Model.load(model_dir), _sample()[:, 3:147, 3:187]), atol=1e-5)
+    assert readme.startswith("# stainseg model: demo (nuclei)")
+
+
+def test_export_without_sample_or_experiment_asks_for_a_sample(tmp_path):
+    from stainseg.export.bioimageio import export_bioimageio
+
+    folder = Model.new(["BF"]).save(tmp_path / "model")
+    assert not (folder / "experiment.toml").exists()
+    with pytest.raises(StainsegError, match="--sample"):
+        export_bioimageio(folder, tmp_path / "m.zip")
+    assert not (tmp_path / "m.zip").exists()
 
 
 def test_export_refuses_a_sample_with_other_channels(model_dir, tmp_path):

@@ -1,23 +1,28 @@
-"""Write a stainseg model directory as a BioImage Model Zoo package (``stainseg export``).
+"""Write a stainseg model folder as a BioImage Model Zoo package (``stainseg export``).
 
 The package (a zip with ``rdf.yaml`` per the current ``bioimageio.spec`` model format 0.5) holds:
 
 - TorchScript weights and PyTorch state-dict weights (architecture :class:`BioimageioStainNet`,
   importable from this module);
-- a test input (the sample image, centre crop) and the test output computed by stainseg itself;
+- a test input (the sample image, centre crop, illumination-corrected) and the test output
+  computed by stainseg itself (:meth:`stainseg.Model.prepare`, then the network on the whole crop);
 - a cover image (input | automatic instances outlined), ``README.md`` documentation, an
-  ``environment.yaml`` and the citations of the paper and of stainseg.
+  ``environment.yaml``, the model's ``model.json`` and the citations of the paper and of stainseg.
 
 What the package computes, and where it stops (written into its documentation too):
 
-- input: the model's input channels, illumination-corrected (stainseg's spline flat-field runs
-  before the network in ``stainseg segment`` when ``groundtruth.illumination = "spline"``; the
-  package takes the image after that step — the test input is exactly that);
-- pre-processing: ``scale_range`` (per channel, percentiles 0.5-99.5) and ``clip`` to [0, 1], the
-  bioimage.io ops for :func:`stainseg.preprocess.normalize`; its last step (subtract the
-  per-channel median) has no bioimage.io op and runs inside the network wrapper;
-- output: per-pixel class probabilities (softmax). Instances (threshold, watershed, dilation)
-  come from ``stainseg.segment.instances.probability_to_labels`` in stainseg, as for StarDist.
+- input: the model's input planes after illumination correction, the first half of
+  :meth:`stainseg.Model.prepare` (stainseg's per-plane spline background, when the model's
+  ``preprocessing.illumination`` is ``"spline"``); the package takes the image after that step,
+  and its test input is exactly that;
+- normalisation: the second half of :meth:`stainseg.Model.prepare`, inside the network wrapper
+  (no rdf pre-processing op), with the model's ``preprocessing.normalization`` (``"image"``,
+  ``"hybrid"`` or ``"training"``) and the training-image statistics it uses, so the package
+  computes what ``stainseg segment`` computes; the rdf lists no pre-processing ops because
+  ``"hybrid"`` and ``"training"`` have no bioimage.io op;
+- output: per-pixel class probabilities (softmax) of the whole input in one pass. Instances
+  (threshold, watershed, dilation) come from ``stainseg.segment.instances.probability_to_labels``
+  in stainseg, as for StarDist.
 
 Needs ``bioimageio.spec`` (``pip install "stainseg[bioimageio]"``).
 """
@@ -39,7 +44,7 @@ from stainseg.config import ModelConfig
 from stainseg.errors import StainsegError
 from stainseg.network import StainNet
 
-__all__ = ["BioimageioStainNet", "export_bioimageio", "sample_from_experiment", "PAPER_DOI", "CLASS_NAMES"]
+__all__ = ["BioimageioStainNet", "export_bioimageio", "sample_from_experiment", "normalization_kwargs", "PAPER_DOI", "CLASS_NAMES"]
 
 PAPER_DOI = "10.1038/s41598-017-07599-6"
 PAPER_TEXT = ("Sadanandan, S. K., Ranefall, P., Le Guyader, S. & Wählby, C. Automated training of deep convolutional "
@@ -48,12 +53,41 @@ PROJECT_TEXT = "stainseg {version}: segment label-free cell images with a networ
 PROJECT_URL: Optional[str] = None
 """The project's public address, cited in every package when set (the lead sets it once public)."""
 CLASS_NAMES = {2: ["background", "foreground"], 3: ["background", "interior", "boundary"]}
-LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5  # stainseg.preprocess.normalize defaults
 MAX_TEST_SIZE = 256
+TOLERANCE = {"relative": 1e-3, "absolute": 2e-3}
+"""How closely the weights must reproduce the test output (written into the rdf; checked at export)."""
+
+
+def normalization_kwargs(preprocessing: Any, in_channels: int) -> dict[str, Any]:
+    """:class:`BioimageioStainNet` keyword arguments for the normalisation of a model's :class:`~stainseg.preprocess.Preprocessing`.
+
+    Per plane, the same choice as :func:`stainseg.preprocess.prepare`: ``floor`` is the hybrid
+    lower bound of ``(hi - lo) / median level`` (0: none), ``fixed`` planes use
+    ``relative_low`` / ``relative_high`` times the median level instead of their own percentiles.
+
+    Examples
+    --------
+    >>> from stainseg.preprocess import Preprocessing
+    >>> normalization_kwargs(Preprocessing(normalization="image"), 2)["floor"]
+    [0.0, 0.0]
+    """
+    from stainseg.preprocess import FLOOR_FRACTION
+
+    stats = preprocessing.statistics if len(preprocessing.statistics) == in_channels else []
+    floor, fixed, rel_low, rel_high = [0.0] * in_channels, [False] * in_channels, [0.0] * in_channels, [1.0] * in_channels
+    for c, st in enumerate(stats):
+        if not st.images or preprocessing.normalization == "image":
+            continue
+        if preprocessing.normalization == "hybrid":
+            floor[c] = float(FLOOR_FRACTION * st.min_relative_range)
+        else:
+            fixed[c], rel_low[c], rel_high[c] = True, float(st.relative_low), float(st.relative_high)
+    return {"normalization": str(preprocessing.normalization), "low": float(preprocessing.low), "high": float(preprocessing.high),
+            "floor": floor, "fixed": fixed, "relative_low": rel_low, "relative_high": rel_high}
 
 
 class BioimageioStainNet(nn.Module):
-    """StainNet for bioimage.io: (clipped, range-scaled input) → median-centred → network → softmax.
+    """StainNet for bioimage.io: illumination-corrected input → stainseg's normalisation → network → softmax.
 
     Parameters
     ----------
@@ -61,29 +95,76 @@ class BioimageioStainNet(nn.Module):
         :class:`stainseg.config.ModelConfig` fields.
     head : str
         ``"2class"`` or ``"3class"``.
+    normalization, low, high, floor, fixed, relative_low, relative_high
+        From :func:`normalization_kwargs` (the default is ``"image"``: each plane's own 0.5th and
+        99.5th percentiles).
 
     Notes
     -----
     ``net`` is the stainseg network unchanged, so ``net.*`` in the state dict are the weights of
-    ``MODEL/model.pt``.
+    ``MODEL/model.pt`` (the normalisation constants are not in the state dict: they are keyword
+    arguments). Percentiles and medians are taken over every pixel; stainseg takes them from a
+    regular ~512 x 512 subsample, which is every pixel up to 1023 px a side and agrees to ~1e-3 above.
     """
 
     def __init__(self, in_channels: int = 1, base_width: int = 8, depth: int = 3, residual_blocks: int = 4,
-                 head: str = "3class") -> None:
+                 head: str = "3class", normalization: str = "image", low: float = 0.5, high: float = 99.5,
+                 floor: Optional[Sequence[float]] = None, fixed: Optional[Sequence[bool]] = None,
+                 relative_low: Optional[Sequence[float]] = None, relative_high: Optional[Sequence[float]] = None) -> None:
         super().__init__()
         self.net = StainNet(ModelConfig(in_channels=in_channels, base_width=base_width, depth=depth,
                                         residual_blocks=residual_blocks, head=head))
+        self.normalization = normalization
+        per_plane = {"floor": (floor, 0.0), "fixed": (fixed, False), "relative_low": (relative_low, 0.0),
+                     "relative_high": (relative_high, 1.0)}
+        for name, (values, default) in per_plane.items():
+            values = list(values) if values is not None else [default] * in_channels
+            if len(values) != in_channels:
+                raise ValueError(f"{name} has {len(values)} values for {in_channels} input channels")
+            dtype = torch.bool if name == "fixed" else torch.float32
+            self.register_buffer(name, torch.tensor(values, dtype=dtype), persistent=False)
+        self.register_buffer("quantiles", torch.tensor([low / 100.0, high / 100.0, 0.5], dtype=torch.float32), persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """stainseg's normalisation of a (N, C, Y, X) illumination-corrected input (:func:`stainseg.preprocess.prepare`)."""
+        q = torch.quantile(x.flatten(2), self.quantiles, dim=2)  # (3, N, C); linear interpolation, as numpy
+        lo, hi, level = q[0], q[1], q[2].abs()
+        lo = torch.where(self.fixed, self.relative_low * level, lo)
+        hi = torch.where(self.fixed, self.relative_high * level, hi)
+        hi = torch.maximum(hi, lo + self.floor * level)
+        span = hi - lo
+        valid = span > 0  # a constant plane becomes zeros
+        y = ((x - lo[:, :, None, None]) / torch.where(valid, span, torch.ones_like(span))[:, :, None, None]).clamp(0.0, 1.0)
+        y = y - torch.quantile(y.flatten(2), 0.5, dim=2)[:, :, None, None]
+        return torch.where(valid[:, :, None, None], y, torch.zeros_like(y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities (N, K, Y, X) from a (N, C, Y, X) input already scaled to [0, 1]."""
-        median = torch.quantile(x.flatten(2), 0.5, dim=2)  # = numpy's median (averages the middle two)
-        return torch.softmax(self.net(x - median[:, :, None, None]).float(), dim=1)
+        """Probabilities (N, K, Y, X) from a (N, C, Y, X) illumination-corrected input (any intensity scale)."""
+        return torch.softmax(self.net(self.normalize(x.float())).float(), dim=1)
 
 
-def _wrapper(model: StainNet, cfg: ModelConfig) -> BioimageioStainNet:
-    wrapped = BioimageioStainNet(model.in_channels, cfg.base_width, cfg.depth, cfg.residual_blocks, cfg.head)
-    wrapped.net.load_state_dict(model.state_dict())
+def _architecture_kwargs(model: Any) -> dict[str, Any]:
+    cfg = model.network_config
+    return {"in_channels": model.in_channels, "base_width": cfg.base_width, "depth": cfg.depth,
+            "residual_blocks": cfg.residual_blocks, "head": cfg.head, **normalization_kwargs(model.preprocessing, model.in_channels)}
+
+
+def _wrapper(model: Any) -> BioimageioStainNet:
+    wrapped = BioimageioStainNet(**_architecture_kwargs(model))
+    wrapped.net.load_state_dict(model.network.state_dict())
     return wrapped.eval()
+
+
+def experiment_of(model: Any, model_dir: Path) -> Any:
+    """The model's training experiment: ``model.experiment``, else ``MODEL/experiment.toml``, else None."""
+    if model.experiment is not None:
+        return model.experiment
+    path = model_dir / "experiment.toml"
+    if not path.is_file():
+        return None
+    from stainseg.config import load_config
+
+    return load_config(path)
 
 
 def sample_from_experiment(cfg: Any, input_channels: Sequence[str]) -> np.ndarray:
@@ -154,41 +235,73 @@ def _torchscript(wrapped: BioimageioStainNet, in_channels: int, multiple: int) -
     return traced
 
 
-def _documentation(meta: dict[str, Any], cfg: Any, n_params: int, tile: int) -> str:
-    channels = ", ".join(meta.get("input_channels", []))
-    classes = ", ".join(CLASS_NAMES[int(meta["n_classes"])])
-    spline = cfg.groundtruth.illumination == "spline"
-    return f"""# stainseg model: {cfg.name or 'unnamed experiment'} ({meta.get('objects', cfg.objects)})
+NORMALIZATION_TEXT = {
+    "image": "per channel, scale the image's own 0.5th-99.5th percentile range to [0, 1], clip, and subtract the median of the result",
+    "hybrid": ("per channel, scale the image's own 0.5th-99.5th percentile range to [0, 1], but never a range smaller than "
+               "half the smallest relative contrast of the training images times the image's median level (a blank or "
+               "noise-only field stays dark instead of being stretched), clip, and subtract the median of the result"),
+    "training": ("per channel, map the training images' median relative 0.5th and 99.5th percentiles, times the image's "
+                 "median level, to [0, 1], clip, and subtract the median of the result"),
+}
+
+
+def _normalization_text(mode: str, normalization: dict[str, Any]) -> str:
+    """What the package's normalisation does, in words (the model's setting named)."""
+    uses_stats = any(normalization["floor"]) or any(normalization["fixed"])
+    if mode == "image":
+        return NORMALIZATION_TEXT["image"] + ' (`normalization = "image"`)'
+    if not uses_stats:
+        return (NORMALIZATION_TEXT["image"] + f' (the model\'s setting is `normalization = "{mode}"`, but it holds no '
+                'training statistics, so it normalises as `"image"`)')
+    return NORMALIZATION_TEXT[mode] + f' (`normalization = "{mode}"`, with the training statistics in `model.json`)'
+
+
+def _documentation(model: Any, name: str, n_params: int, normalization: dict[str, Any], stainseg_version: str = "") -> str:
+    channels = ", ".join(model.plane_names)
+    classes = ", ".join(CLASS_NAMES[model.n_classes])
+    pre = model.preprocessing
+    spline = pre.illumination == "spline"
+    how = _normalization_text(pre.normalization, normalization)
+    s = model.segment_settings
+    illumination = (f"The image must be illumination-corrected first, as stainseg does before the network: each plane is divided by "
+                    f"a smooth spline background fitted to it (`stainseg.preprocess.correct_plane`, grid {pre.spline_grid}, "
+                    f"{pre.spline_iterations} iterations). The test input of this package is the image after that step."
+                    if spline else "The model takes its input planes as they are (no illumination correction).")
+    return f"""# stainseg model: {name} ({model.objects})
 
 A small fully convolutional network (StainNet, {n_params:,} parameters) that segments
-{meta.get('objects', cfg.objects)} in label-free images. It was trained by
-[stainseg](#citation) {meta.get('versions', {}).get('stainseg', '')} on labels made automatically from end-point
-fluorescent stains (Sadanandan et al., Sci. Rep. 2017), not on manual annotations.
+{model.objects} in label-free images. It was trained by [stainseg](#citation) {stainseg_version} on labels made
+automatically from end-point fluorescent stains (Sadanandan et al., Sci. Rep. 2017), not on manual annotations.
 
 ## Input
 One tensor `raw` (batch, channel, y, x), channels in this order: **{channels}**.
-{"The image must be illumination-corrected first: stainseg fits a smooth spline background to each plane (`stainseg.groundtruth.correct_illumination`, grid " + str(cfg.groundtruth.spline_grid) + ") before the network. The test input of this package is the image after that step." if spline else "The model was trained without per-image illumination correction of its input."}
-Pre-processing (in this package): per channel, scale the 0.5th-99.5th percentile range to [0, 1] and clip
-(`scale_range`, `clip`); the network wrapper then subtracts the per-channel median, which completes
-`stainseg.preprocess.normalize`. Any intensity scale works (the scaling is by percentiles).
-The whole image is one sample: the median is taken over what the network sees, so predict whole
-fields rather than small blocks.
+{illumination}
+
+## Normalisation (inside the network wrapper)
+{how}. This is `stainseg.Model.prepare` after the illumination step, so the package sees what
+`stainseg segment` gives the network; the rdf lists no pre-processing ops because they run in the
+weights (both formats). Any intensity scale works. The whole image is one sample: percentiles and
+medians are taken over what the network sees, so predict whole fields rather than small blocks
+(stainseg takes them from a regular ~512 x 512 subsample; on fields over 1023 px a side the two
+agree to about 1e-3).
 
 ## Output
 One tensor `probabilities` (batch, channel, y, x) of softmax class probabilities, channels **{classes}**.
 stainseg turns them into instances with `stainseg.segment.instances.probability_to_labels`
-(threshold {meta.get('threshold')}, dilation {meta.get('dilation')}): `stainseg segment MODEL IMAGE -o OUT`
-does all of it, tiled ({tile} px tiles, two passes) for large images.
+(threshold {s.threshold}, minimum size {s.min_size} px, dilation {model.dilation}): `stainseg segment MODEL IMAGE -o OUT`
+does all of it, tiled ({s.tile_size} px tiles, {'two passes' if s.two_pass else 'one pass'}) for large images.
 
 ## Weights
 `weights.pt` (PyTorch state dict of `stainseg.export.bioimageio.BioimageioStainNet`, needs stainseg
-installed) and `weights.torchscript.pt` (TorchScript, needs only PyTorch).
+installed) and `weights.torchscript.pt` (TorchScript, needs only PyTorch). `model.json` is the stainseg
+model's own description (preprocessing with its training statistics, segmentation settings).
 
 ## Validation
-The test output of this package was computed by stainseg itself (its normalisation and network) from
-the test input; `bioimageio test` reproduces it with both weight formats. How well the model segments
-is measured in stainseg with `stainseg evaluate` against manual or true masks (see the training
-report of the model, `MODEL/history.csv`: validation Dice against the automatic labels).
+The test output of this package was computed by stainseg itself (`Model.prepare` on the sample crop, then
+the network on the whole crop) from the sample; `bioimageio test` reproduces it from the test input with both
+weight formats. How well the model segments is measured in stainseg with `stainseg evaluate` against manual
+or true masks (see the training report of the model, `MODEL/history.csv`: validation Dice against the
+automatic labels).
 
 ## Limitations
 The network learns what the automatic stain labels show; it is specific to the microscope, cell type
@@ -207,7 +320,7 @@ def _environment(torch_version: str) -> str:
 
 def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | Path | np.ndarray | None = None,
                       authors: Sequence[str] = ("stainseg developers",), license: str = "BSD-3-Clause") -> Path:
-    """Write a BioImage Model Zoo package (zip) for a stainseg model directory.
+    """Write a BioImage Model Zoo package (zip) for a stainseg model folder.
 
     Parameters
     ----------
@@ -216,9 +329,10 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
     out_zip : str or Path
         The package to write (``.zip``); written atomically.
     sample : str, Path or ndarray, optional
-        A raw image of the model's input channels ((C, Y, X), or a file): its centre crop
-        (at most 256 x 256) becomes the test input and the cover. Default: the first image set
-        of the training experiment (``MODEL/config.toml``), when its folder is reachable.
+        A raw image of the model's input planes ((C, Y, X), or a file): its centre crop
+        (at most 256 x 256), illumination-corrected as :meth:`stainseg.Model.prepare` does,
+        becomes the test input and the cover. Default: the first image set of the training
+        experiment (``model.experiment``, else ``MODEL/experiment.toml``), when its folder is reachable.
     authors : sequence of str
         Names for the ``authors`` field.
     license : str
@@ -232,47 +346,69 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
     Raises
     ------
     StainsegError
-        Unreadable model folder or sample, a sample with the wrong channels, or a description
-        that ``bioimageio.spec`` rejects (the first errors are named).
+        Unreadable model folder or sample, a sample with the wrong channels, no sample and no
+        training experiment, or a description that ``bioimageio.spec`` rejects (the first errors are named).
     """
     try:
         from bioimageio.spec import save_bioimageio_package
         from bioimageio.spec.model import v0_5 as spec
     except ImportError:
         raise StainsegError("bioimage.io export needs bioimageio.spec; install it with: pip install 'stainseg[bioimageio]'") from None
+    import json
+
     from stainseg.io.atomic import atomic_path
-    from stainseg.io.images import as_float, read_image, write_image
-    from stainseg.modeldir import load_model
-    from stainseg.preprocess import normalize
-    from stainseg.segment.instances import probability_to_labels
-    from stainseg.segment.stage import as_channels_first
+    from stainseg.io.images import read_image, write_image
+    from stainseg.model import Model
     from stainseg.network import count_parameters
+    from stainseg.preprocess import correct_plane
+    from stainseg.segment.instances import probability_to_labels
 
     model_dir, out_zip = Path(model_dir), Path(out_zip)
-    model, cfg, meta = load_model(model_dir)
-    n_in, n_classes = int(meta["in_channels"]), int(meta["n_classes"])
-    channel_names = list(meta.get("input_channels") or [f"channel{i}" for i in range(n_in)])
+    model = Model.load(model_dir, device="cpu")
+    n_in, n_classes = model.in_channels, model.n_classes
+    channel_names = list(model.plane_names)
+    experiment = None
+    if sample is None or model.experiment is not None or (model_dir / "experiment.toml").is_file():
+        try:
+            experiment = experiment_of(model, model_dir)
+        except StainsegError as exc:
+            if sample is None:
+                raise StainsegError(f"cannot read the training experiment for a test image ({exc}); give a sample image of the "
+                                    "model's input planes (stainseg export MODEL --sample IMAGE)") from None
     if sample is None:
-        raw = sample_from_experiment(cfg, channel_names)
-        where: Any = cfg.root_path
+        if experiment is None:
+            raise StainsegError("has no experiment.toml to take a test image from; give a sample image of the model's input "
+                                "planes (stainseg export MODEL --sample IMAGE)", model_dir)
+        raw = sample_from_experiment(experiment, model.input_channels)
+        where: Any = experiment.root_path
     elif isinstance(sample, np.ndarray):
         raw, where = sample, "sample"
     else:
         raw, where = read_image(sample), sample
-    raw = as_channels_first(as_float(np.asarray(raw), where), n_in, where)
-    multiple = 2 ** cfg.model.depth
-    raw = _centre_crop(raw, MAX_TEST_SIZE, multiple)
-    if cfg.groundtruth.illumination == "spline":  # the step before the network that the package does not do
-        from stainseg.groundtruth.illumination import correct_illumination
+    multiple = 2 ** model.network_config.depth
+    raw = _centre_crop(model.arrange(np.asarray(raw), where), MAX_TEST_SIZE, multiple)
+    # the package's input: the crop after illumination correction, the step of Model.prepare it does not do
+    test_input = np.stack([correct_plane(plane, model.preprocessing) for plane in raw])[None]
+    prepared = model.prepare(raw, where)  # the rest of Model.prepare: the normalisation, as stainseg segment does it
+    network = model.network.float().eval()
+    with torch.inference_mode():  # the expected output: stainseg's own preparation and network, whole crop in one pass
+        test_output = torch.softmax(network(torch.from_numpy(prepared)[None]).float(), dim=1).numpy().astype(np.float32)
+    labels = probability_to_labels(test_output[0], **model.instance_options())
 
-        raw, _ = correct_illumination(raw, grid=cfg.groundtruth.spline_grid, iterations=cfg.groundtruth.spline_iterations)
-    test_input = np.asarray(raw, dtype=np.float32)[None]
-
-    wrapped = _wrapper(model, cfg.model)
-    with torch.inference_mode():  # the expected output, by stainseg's own normalisation and network
-        logits = model.float()(torch.from_numpy(normalize(test_input[0]))[None])
-        test_output = torch.softmax(logits.float(), dim=1).numpy().astype(np.float32)
-    labels = probability_to_labels(test_output[0], dilation=cfg.dilation(), **cfg.segment.instance_options())
+    norm = normalization_kwargs(model.preprocessing, n_in)
+    wrapped = _wrapper(model)
+    with torch.inference_mode():  # the package must reproduce stainseg's output from its own test input
+        again = wrapped(torch.from_numpy(test_input)).numpy()
+    error = float(np.abs(again - test_output).max())
+    if not error <= TOLERANCE["absolute"]:
+        raise StainsegError(f"the package's network differs from stainseg's output by {error:.2g} on the test input "
+                            f"(more than {TOLERANCE['absolute']}); this is a bug in the export, please report it", model_dir)
+    try:
+        meta = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+        version = str(meta.get("versions", {}).get("stainseg", ""))
+    except (OSError, ValueError, AttributeError):
+        version = ""
+    name = (experiment.name if experiment is not None and experiment.name else "") or model_dir.name
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -284,25 +420,21 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
         scripted = _torchscript(wrapped, n_in, multiple)
         scripted.save(str(tmp / "weights.torchscript.pt"))
         _cover(tmp / "cover.png", test_input[0], labels)
-        (tmp / "README.md").write_text(_documentation(meta, cfg, count_parameters(model), cfg.segment.tile_size), encoding="utf-8")
+        (tmp / "README.md").write_text(_documentation(model, name, count_parameters(model.network), norm, version), encoding="utf-8")
         (tmp / "environment.yaml").write_text(_environment(torch.__version__), encoding="utf-8")
-        (tmp / "config.toml").write_bytes((model_dir / "config.toml").read_bytes())
         (tmp / "model.json").write_bytes((model_dir / "model.json").read_bytes())
 
         space = spec.ParameterizedSize(min=2 * multiple, step=multiple)
         inputs = [spec.InputTensorDescr(
             id=spec.TensorId("raw"),
-            description=f"{', '.join(channel_names)}; illumination-corrected, any intensity scale",
+            description=(f"{', '.join(channel_names)}; "
+                         f"{'illumination-corrected (stainseg spline background), ' if model.preprocessing.illumination == 'spline' else ''}"
+                         f"any intensity scale; normalised inside the network ({model.preprocessing.normalization})"),
             axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in channel_names]),
                   spec.SpaceInputAxis(id=spec.AxisId("y"), size=space), spec.SpaceInputAxis(id=spec.AxisId("x"), size=space)],
             test_tensor=spec.FileDescr(source=tmp / "test_input.npy"),
             sample_tensor=spec.FileDescr(source=tmp / "sample_input.tif"),
             data=spec.IntervalOrRatioDataDescr(type="float32"),
-            preprocessing=[
-                spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(axes=[spec.AxisId("y"), spec.AxisId("x")],
-                                                                  min_percentile=LOW_PERCENTILE, max_percentile=HIGH_PERCENTILE)),
-                spec.ClipDescr(kwargs=spec.ClipKwargs(min=0.0, max=1.0)),
-            ],
         )]
         outputs = [spec.OutputTensorDescr(
             id=spec.TensorId("probabilities"),
@@ -315,8 +447,7 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
             data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
         )]
         torch_version = spec.Version(torch.__version__.split("+")[0])
-        kwargs = {"in_channels": n_in, "base_width": cfg.model.base_width, "depth": cfg.model.depth,
-                  "residual_blocks": cfg.model.residual_blocks, "head": cfg.model.head}
+        kwargs = _architecture_kwargs(model)
         weights = spec.WeightsDescr(
             pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
                 source=tmp / "weights.pt", pytorch_version=torch_version,
@@ -329,9 +460,9 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
         cite = [spec.CiteEntry(text=PAPER_TEXT, doi=spec.Doi(PAPER_DOI))]
         if PROJECT_URL:
             cite.append(spec.CiteEntry(text=PROJECT_TEXT.format(version=stainseg.__version__), url=spec.HttpUrl(PROJECT_URL)))
-        objects = meta.get("objects", cfg.objects)
+        objects = model.objects
         descr = spec.ModelDescr(
-            name=f"stainseg {objects} {cfg.name or model_dir.name}"[:128],
+            name=f"stainseg {objects} {name}"[:128],
             description=(f"Segments {objects} in label-free images ({', '.join(channel_names)}) with a network trained on "
                          "automatic labels from end-point fluorescent stains (stainseg, Sadanandan et al. 2017)."),
             authors=[spec.Author(name=name) for name in authors],
@@ -340,15 +471,16 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
             tags=["stainseg", "segmentation", "instance-segmentation", objects, "label-free", "bright-field", "2d", "pytorch"],
             documentation=spec.FileDescr(source=tmp / "README.md"),
             covers=[spec.FileDescr(source=tmp / "cover.png")],
-            attachments=[spec.FileDescr(source=tmp / "config.toml"), spec.FileDescr(source=tmp / "model.json")],
+            attachments=[spec.FileDescr(source=tmp / "model.json")],
             inputs=inputs,
             outputs=outputs,
             weights=weights,
             timestamp=spec.Datetime(datetime.datetime.now(datetime.timezone.utc)),
             version=spec.Version(stainseg.__version__),
             config=spec.Config(bioimageio=spec.BioimageioConfig(
-                reproducibility_tolerance=[spec.ReproducibilityTolerance(relative_tolerance=1e-3, absolute_tolerance=2e-3)],
-                architecture_type="StainNet (encoder-decoder FCN)", model_parameter_count=count_parameters(model),
+                reproducibility_tolerance=[spec.ReproducibilityTolerance(relative_tolerance=TOLERANCE["relative"],
+                                                                         absolute_tolerance=TOLERANCE["absolute"])],
+                architecture_type="StainNet (encoder-decoder FCN)", model_parameter_count=count_parameters(model.network),
                 task="semantic segmentation (class probabilities for instance segmentation)")),
         )
         if isinstance(descr, spec.ModelDescr) and descr.validation_summary.status == "failed":  # pragma: no cover
