@@ -120,3 +120,33 @@ def test_cached_calibration_equals_segmenting_each_combination():
         assert pooled_score([lab], [direct]) == {k: row[k] for k in ("fraction_f_above", "f1", "score", "n_truth", "n_pred")}
     with pytest.raises(ValueError, match="odd"):
         calibrate([prob], [lab], base, {"dilation": (1, 4)})
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_real_phase_contrast_nuclei_count_close_to_the_automatic_labels(shared_data):
+    """Brief training on deepcell HeLa s2-s4 (phase -> nuclei), held-out s5: no flood of specks.
+
+    Before the settings were derived from the labels, a 5-minute model gave 1,175 objects on s5
+    for 175 automatic nuclei (852 under 33 px); with them, 226.
+    """
+    import tifffile
+
+    import stainseg
+
+    root = shared_data / "deepcell" / "images"
+    if not (root / "HeLa_s5_phase.tif").exists():
+        pytest.skip(f"deepcell HeLa fields are absent under {root}")
+    phase = {s: tifffile.imread(root / f"HeLa_s{s}_phase.tif") for s in (2, 3, 4, 5)}
+    labels = {s: stainseg.automatic_labels(nuclei=tifffile.imread(root / f"HeLa_s{s}_nuclear.tif")) for s in (2, 3, 4, 5)}
+    model = stainseg.train([phase[s] for s in (2, 3, 4)], [labels[s] for s in (2, 3, 4)], iterations=300, max_minutes=4.0,
+                           input_channels=["phase"], progress=False)
+    derived = derived_settings(object_statistics([labels[s] for s in (2, 3, 4)]))
+    settings = model.info["calibration"]["settings"]
+    assert settings["min_size"] >= 0.5 * derived["min_size"] and settings["min_distance"] == derived["min_distance"]
+    pred = model.segment(phase[5])
+    n_pred, n_auto = int(len(np.unique(pred)) - 1), int(labels[5].max())
+    assert 0.5 * n_auto <= n_pred <= 2.0 * n_auto, (n_pred, n_auto)
+    areas = np.bincount(pred.ravel())[1:]
+    typical = np.median(np.bincount(labels[5].ravel())[1:])
+    assert not np.any((areas > 0) & (areas < 0.05 * typical)), "specks under 5 % of a nucleus remain"
