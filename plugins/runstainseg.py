@@ -29,12 +29,12 @@ channels) with a network trained by `stainseg`_ on labels made automatically fro
 fluorescent stains (Sadanandan et al., Sci. Rep. 2017). The module takes the input image(s) and
 produces an object set; the class probabilities can be kept as an image.
 
-The model is a folder written by ``stainseg train -o MODEL`` (``model.pt``, ``config.toml``,
-``model.json``). Give the input images in the order of the model's input channels (see
-``MODEL/model.json``, ``input_channels``): the first one as the input image, the others under
-"Further input images". The images are normalised exactly as in ``stainseg segment`` (spline
-illumination correction when the model was trained with it, robust per-channel scaling), so any
-intensity scale works.
+The model is a folder written by ``stainseg train -o MODEL`` (``model.pt``, ``model.json``). Give
+the input images in the order of the model's input planes (see ``MODEL/model.json``,
+``plane_names``): the first one as the input image, the others under "Further input images". The
+images are prepared exactly as in ``stainseg segment`` (``stainseg.Model.prepare``: spline
+illumination correction when the model uses it, then the model's normalisation), so any intensity
+scale works.
 
 Installation: install stainseg into CellProfiler's Python environment (``pip install stainseg``
 or ``pip install -e PATH/TO/stainseg``; it brings PyTorch), then put this file in your
@@ -78,14 +78,13 @@ class RunStainseg(ImageSegmentation):
             can_be_blank=True,
             doc="""\
 Models trained on several channels (e.g. three bright-field focal planes) need all of them, in the
-order listed in ``MODEL/model.json`` under ``input_channels``. Leave empty for a one-channel model.""",
+order listed in ``MODEL/model.json`` under ``plane_names``. Leave empty for a one-plane model.""",
         )
 
         self.model_directory = Directory(
             "Model folder",
             doc="""\
-The folder written by ``stainseg train -o MODEL``: it holds ``model.pt``, ``config.toml`` and
-``model.json``.""",
+The folder written by ``stainseg train -o MODEL``: it holds ``model.pt`` and ``model.json``.""",
         )
 
         self.use_model_settings = Binary(

@@ -12,8 +12,7 @@ from skimage.draw import disk
 
 from stainseg.config import ChannelsConfig, ExperimentConfig, ModelConfig, SegmentConfig
 from stainseg.export.apply import segment_planes
-from stainseg.modeldir import save_model_dir
-from stainseg.network import StainNet
+from stainseg.model import Model
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
@@ -38,7 +37,7 @@ def model_dir(tmp_path_factory) -> Path:
     cfg = ExperimentConfig(name="t", root=".", pattern=r"(?P<channel>[A-Za-z]+)\.tif",
                            channels=ChannelsConfig(input=["BF1", "BF2"], nuclei="DNA"),
                            model=ModelConfig(in_channels=2), segment=SegmentConfig(tile_size=64, device="cpu"))
-    return save_model_dir(tmp_path_factory.mktemp("model"), StainNet(cfg.model), cfg, history=[], extra={"input_channels": ["BF1", "BF2"]})
+    return Model.new(["BF1", "BF2"], cfg=cfg).save(tmp_path_factory.mktemp("model") / "model")
 
 
 def _planes(shape=(96, 128)):
