@@ -52,7 +52,7 @@ def _cmd_segment(a: argparse.Namespace) -> int:
     from stainseg.segment.stage import segment_experiment, segment_files
 
     opts = dict(save_probability=a.save_probability, save_uncertainty=a.save_uncertainty, resume=a.resume,
-                workers=a.workers, scheduler=a.scheduler, output_format=a.format)
+                workers=a.workers, scheduler=a.scheduler, output_format=a.format, skip_flagged=a.skip_flagged)
     if a.experiment:
         if a.images:
             raise StainsegError("give either IMAGE files or --experiment, not both")
@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-uncertainty", action="store_true")
     p.add_argument("--resume", action="store_true", help="skip images whose label file is complete")
     p.add_argument("--format", choices=["tiff", "ome-zarr"], default="tiff")
+    p.add_argument("--skip-flagged", action="store_true",
+                   help="do not segment images the quality checks flag (blank, out of focus, unlike the training data ...): "
+                        "they get empty labels and their reason in index.csv")
     _parallel_args(p)
     p.set_defaults(func=_cmd_segment)
 

@@ -111,13 +111,17 @@ class Model:
         Provenance: the experiment the model was trained on (saved as ``experiment.toml``; loading does not need it).
     history : list of dict, optional
         Training history rows.
+    reference : dict, optional
+        Quality statistics of the training images and labels (:func:`stainseg.quality.reference_statistics`):
+        new images are checked against them and flagged in words.
     """
 
     def __init__(self, network: Any, input_channels: Sequence[str], objects: str = "nuclei",
                  preprocessing: Optional[Preprocessing] = None, segment: Optional[SegmentConfig] = None,
                  derived: Optional[dict[str, Any]] = None, info: Optional[dict[str, Any]] = None,
                  experiment: Optional[ExperimentConfig] = None, history: Optional[list[dict[str, Any]]] = None,
-                 path: Optional[Path] = None, plane_names: Optional[Sequence[str]] = None) -> None:
+                 path: Optional[Path] = None, plane_names: Optional[Sequence[str]] = None,
+                 reference: Optional[dict[str, Any]] = None) -> None:
         self.network = network
         self.input_channels = list(input_channels)
         if not self.input_channels:
@@ -135,6 +139,7 @@ class Model:
         self.experiment = experiment
         self.history = list(history or [])
         self.path = path
+        self.reference = reference
         self._predictor: Any = None
         self._predictor_key: Any = None
 
@@ -253,8 +258,13 @@ class Model:
         """
         return prepare(self.arrange(raw, where), self.preprocessing)
 
-    def fit_statistics(self, raws: Sequence[np.ndarray]) -> None:
-        """Record the intensity statistics of the training images (after illumination correction) for normalisation."""
+    def fit_statistics(self, raws: Sequence[np.ndarray], labels: Optional[Sequence[np.ndarray]] = None) -> None:
+        """Record the statistics of the training images: intensities after illumination correction (for normalisation)
+        and the quality reference (intensity, sharpness, texture and, with ``labels``, object counts and sizes)."""
+        from stainseg.quality import reference_statistics
+
+        stacks = [self.arrange(raw) for raw in raws]
+        self.reference = reference_statistics(stacks, None if labels is None else [np.asarray(lab) for lab in labels])
         corrected = []
         for raw in raws:
             stack = self.arrange(raw)
@@ -314,24 +324,44 @@ class Model:
             raise StainsegError(f"threshold {s.threshold} must lie between 0 and 1")
         return s
 
-    def run(self, raw: Any, where: str | Path | None = None, progress: Optional[Callable[[int], None]] = None,
-            **overrides: Any) -> dict[str, Any]:
-        """Segment raw planes and return everything: ``labels``, ``probability``, ``uncertainty``, ``timings``.
+    def check(self, stack: np.ndarray) -> list[Any]:
+        """Quality flags of a raw (C, Y, X) stack against the training images (:mod:`stainseg.quality`)."""
+        from stainseg.quality import check_image, is_blank
 
-        An image whose every plane is constant has no cells by definition and is not run through
-        the network.
+        if self.reference:
+            return list(check_image(stack, self.reference))
+        if is_blank(stack):
+            from stainseg.quality import FLAG_MEANINGS, Flag
+
+            return [Flag("blank", f"blank: {FLAG_MEANINGS['blank']}")]
+        return []
+
+    def run(self, raw: Any, where: str | Path | None = None, progress: Optional[Callable[[int], None]] = None,
+            check: bool = True, **overrides: Any) -> dict[str, Any]:
+        """Segment raw planes and return everything: ``labels``, ``probability``, ``uncertainty``, ``timings``, ``flags``.
+
+        ``flags`` are :class:`stainseg.quality.Flag` s (a code and a reason in words) for an image or
+        a result unlike the training data. A blank image (constant, or camera noise only) has no
+        cells by definition: it gives zero cells and the ``blank`` flag without running the network.
         """
         from stainseg.segment.instances import probability_to_labels
 
         settings = self._settings(overrides)
         stack = self.arrange(raw, where)
         shape = tuple(stack.shape[1:])
-        if is_constant(stack):
+        t_check = time.perf_counter()
+        flags = self.check(stack) if check else []
+        t_check = time.perf_counter() - t_check
+        if is_constant(stack) or any(f.code == "blank" for f in flags):
             prob = np.zeros((self.n_classes,) + shape, np.float32)
             prob[0] = 1.0
             unc = np.zeros(shape, np.float32) if settings.two_pass else None
+            if is_constant(stack) and not any(f.code == "blank" for f in flags):
+                from stainseg.quality import FLAG_MEANINGS, Flag
+
+                flags.insert(0, Flag("blank", f"blank: {FLAG_MEANINGS['blank']}"))
             return {"labels": np.zeros(shape, np.uint16), "probability": prob, "uncertainty": unc, "stack": stack,
-                    "timings": {"preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}}
+                    "flags": flags, "timings": {"check_s": t_check, "preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}}
         t0 = time.perf_counter()
         x = prepare(stack, self.preprocessing)
         t1 = time.perf_counter()
@@ -339,9 +369,13 @@ class Model:
         del x
         t2 = time.perf_counter()
         labels = probability_to_labels(prob, **self.instance_options(**overrides))
+        if check and self.reference and self.reference.get("objects"):
+            from stainseg.quality import check_objects
+
+            flags += check_objects(labels, self.reference)
         t3 = time.perf_counter()
-        return {"labels": labels, "probability": prob, "uncertainty": unc, "stack": stack,
-                "timings": {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}}
+        return {"labels": labels, "probability": prob, "uncertainty": unc, "stack": stack, "flags": flags,
+                "timings": {"check_s": t_check, "preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}}
 
     def segment(self, raw: Any, **overrides: Any) -> np.ndarray:
         """Instance labels (Y, X) of raw planes: what ``stainseg segment MODEL image.tif`` writes.

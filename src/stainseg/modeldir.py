@@ -80,6 +80,7 @@ def _settings(model: "Model") -> dict[str, Any]:
         "preprocessing": model.preprocessing.to_dict(),
         "segment": {k: v for k, v in dataclasses.asdict(model.segment_settings).items()},
         "derived": model.derived,
+        "quality": model.reference,
         "training": model.info,
         "versions": {"stainseg": stainseg.__version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
@@ -212,4 +213,5 @@ def read_model_dir(model_dir: str | Path) -> "Model":
     experiment = None  # provenance only: never needed to run the model
     return Model(network.eval(), settings["input_channels"], objects=settings["objects"], preprocessing=preprocessing,
                  segment=segment, derived=settings.get("derived", {}), info=settings.get("training", {}),
-                 experiment=experiment, history=history, path=model_dir, plane_names=settings.get("plane_names"))
+                 experiment=experiment, history=history, path=model_dir, plane_names=settings.get("plane_names"),
+                 reference=settings.get("quality"))

@@ -21,3 +21,8 @@ __all__ = [
     "percent_above",
     "pooled_scores",
 ]
+
+
+from stainseg._callable import callable_package  # noqa: E402
+
+callable_package(__name__, "evaluate")  # stainseg.evaluate(...) is the front-door function too

@@ -31,3 +31,8 @@ def __getattr__(name: str):
 
         return getattr(predictor, name)
     raise AttributeError(f"module 'stainseg.segment' has no attribute {name!r}")
+
+
+from stainseg._callable import callable_package  # noqa: E402
+
+callable_package(__name__, "segment")  # stainseg.segment(...) is the front-door function too

@@ -33,8 +33,29 @@ class SegmentResult:
     def text(self) -> str:
         cells = sum(int(r["cells"]) for r in self.rows)
         lines = [f"segmented {len(self.rows)} images ({cells} cells) in {self.seconds:.1f} s; wrote {self.out}"]
+        flagged = flag_summary(self.rows)
+        if flagged:
+            lines.append(flagged)
         lines += [f"failed: {name}: {why}" for name, why in self.failed]
         return "\n".join(lines)
+
+
+def flag_summary(rows: Sequence[dict[str, Any]]) -> str:
+    """One line: how many images carry each quality flag (empty when none does), e.g.
+    ``flagged 3 of 120 images: blank 2, out_of_focus 1 (see index.csv)``."""
+    counts: dict[str, int] = {}
+    flagged = 0
+    for row in rows:
+        codes = [c for c in str(row.get("flags") or "").split(";") if c]
+        flagged += bool(codes)
+        for code in codes:
+            counts[code] = counts.get(code, 0) + 1
+    if not flagged:
+        return ""
+    parts = ", ".join(f"{code} {n}" for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    skipped = sum(1 for row in rows if row.get("skipped"))
+    tail = f"; {skipped} skipped" if skipped else ""
+    return f"flagged {flagged} of {len(rows)} images: {parts}{tail} (reasons in index.csv)"
 
 
 def _loaded(model_dir: str) -> Any:
@@ -122,8 +143,18 @@ def _compute_task(state: dict[str, Any]) -> dict[str, Any]:
     """Stage 2: pre-processing, tiled inference and instances (the parts that use every core)."""
     if "record" in state:
         return state
-    result = _loaded(state["task"]["model"]).run(state["stack"])
-    state.update(probability=result["probability"], uncertainty=result["uncertainty"], labels=result["labels"])
+    model = _loaded(state["task"]["model"])
+    stack = state["stack"]
+    if state["task"].get("skip_flagged"):
+        serious = [f for f in model.check(stack) if not f.informative]
+        if serious:
+            shape = stack.shape[1:]
+            prob = np.zeros((model.n_classes,) + shape, np.float32)
+            prob[0] = 1.0
+            state.update(probability=prob, uncertainty=None, labels=np.zeros(shape, np.uint16), flags=serious, skipped=True)
+            return state
+    result = model.run(stack)
+    state.update(probability=result["probability"], uncertainty=result["uncertainty"], labels=result["labels"], flags=result["flags"])
     state["timings"].update(result["timings"])
     return state
 
@@ -146,8 +177,11 @@ def _finish_task(state: dict[str, Any]) -> dict[str, Any]:
     write_csv(out / "records" / f"{name}.csv", cells, columns=list(cells[0]) if cells else ["image", "label"])
     write_labels(label_path, labels)
     timings = {**state["timings"], "write_s": time.perf_counter() - t0}
+    flags = state.get("flags") or []
     record = {"name": name, **task.get("fields", {}), "cells": len(cells),
               "label_file": str(label_path), "sources": ";".join(state["sources"]), "shape": "x".join(map(str, labels.shape)),
+              "flags": ";".join(f.code for f in flags), "flag_reasons": " | ".join(f.reason for f in flags),
+              "skipped": bool(state.get("skipped", False)),
               **{k: round(v, 4) for k, v in timings.items()}}
     write_json(record_path, record)
     return record
@@ -194,32 +228,39 @@ def _run(model_dir: Path, meta: dict[str, Any], tasks: list[dict[str, Any]], nam
 
             write_plate_labels(out / "labels.ome.zarr", rows)
         seconds = time.time() - t0
+        flags = {row["name"]: row["flag_reasons"] for row in rows if row.get("flags")}
         write_json(out / "run.json", {"stage": "segment", "model": str(model_dir), "model_meta": meta, **provenance(),
+                                      "flagged": flags,
                                       **extra, "seconds": round(seconds, 2), "images": len(tasks), "completed": len(rows),
                                       "failed": [{"image": n, "error": e} for n, e in result.failed]})
     return SegmentResult(out=out, rows=rows, failed=result.failed, seconds=seconds)
 
 
-def _base_task(model_dir: Path, out: Path, name: str, save_probability: bool, save_uncertainty: bool, resume: bool) -> dict[str, Any]:
+def _base_task(model_dir: Path, out: Path, name: str, save_probability: bool, save_uncertainty: bool, resume: bool,
+               skip_flagged: bool = False) -> dict[str, Any]:
     return {"model": str(model_dir.resolve()), "out": str(out.resolve()), "name": name, "resume": resume,
-            "save_probability": save_probability, "save_uncertainty": save_uncertainty}
+            "save_probability": save_probability, "save_uncertainty": save_uncertainty, "skip_flagged": skip_flagged}
 
 
 def segment_files(model_dir: str | Path, images: Sequence[str | Path], out: str | Path, save_probability: bool = False,
                   save_uncertainty: bool = False, resume: bool = False, workers: int = 0, scheduler: str | None = None,
-                  output_format: str = "tiff") -> SegmentResult:
-    """Segment plain image files; each file is one image set (2-D, or a stack of the model's input channels)."""
+                  output_format: str = "tiff", skip_flagged: bool = False) -> SegmentResult:
+    """Segment plain image files; each file is one image set (2-D, or a stack of the model's input channels).
+
+    Every image is checked against the training images; its quality flags go to ``index.csv``
+    (``flags``, ``flag_reasons``). With ``skip_flagged`` a flagged image is not segmented (empty labels)."""
     model_dir, out = Path(model_dir), Path(out)
     meta = _model_facts(model_dir)  # fails early, in one line, on a broken model dir
     paths = [Path(p) for p in images]
     names = _unique_names(paths)
-    tasks = [{**_base_task(model_dir, out, n, save_probability, save_uncertainty, resume), "path": str(p.resolve())} for p, n in zip(paths, names)]
+    tasks = [{**_base_task(model_dir, out, n, save_probability, save_uncertainty, resume, skip_flagged), "path": str(p.resolve())}
+             for p, n in zip(paths, names)]
     return _run(model_dir, meta, tasks, names, out, {"inputs": [str(p) for p in paths]}, workers, scheduler, output_format)
 
 
 def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out: str | Path, save_probability: bool = False,
                        save_uncertainty: bool = False, resume: bool = False, workers: int = 0, scheduler: str | None = None,
-                       output_format: str = "tiff", only: Sequence[str] | None = None) -> SegmentResult:
+                       output_format: str = "tiff", only: Sequence[str] | None = None, skip_flagged: bool = False) -> SegmentResult:
     """Segment every image set (every time point of every site) of an experiment with a model.
 
     ``experiment`` is a TOML path or a loaded :class:`~stainseg.config.ExperimentConfig`;
@@ -237,6 +278,6 @@ def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out:
     sets = [s for s in sets if all(ch in s.channels for ch in meta["input_channels"])]
     if not sets:
         raise StainsegError(f"no image set has the model's input channels {meta['input_channels']}; check [channels] input", cfg.source)
-    tasks = [{**_base_task(model_dir, out, s.name, save_probability, save_uncertainty, resume), "fields": s.fields,
+    tasks = [{**_base_task(model_dir, out, s.name, save_probability, save_uncertainty, resume, skip_flagged), "fields": s.fields,
               "channels": {k: [str(Path(p).resolve()) for p in v] for k, v in s.channels.items()}} for s in sets]
     return _run(model_dir, meta, tasks, [s.name for s in sets], out, {"experiment": cfg.source}, workers, scheduler, output_format)

@@ -75,7 +75,7 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
     if planes is None and len(names) != n_in:
         planes = [f"in{i}" for i in range(n_in)]
     model = Model.new(names, objects=cfg.objects, cfg=cfg, plane_names=planes)
-    model.fit_statistics(raws)
+    model.fit_statistics(raws, labels)
     images = [model.prepare(raw, f"training image {i}") for i, raw in enumerate(raws)]
     result = train(images, labels, cfg, out, resume=resume, progress=progress, stop_after=stop_after)
     if result is None or result.info.get("rank", 0) != 0:
