@@ -150,3 +150,21 @@ def test_real_phase_contrast_nuclei_count_close_to_the_automatic_labels(shared_d
     areas = np.bincount(pred.ravel())[1:]
     typical = np.median(np.bincount(labels[5].ravel())[1:])
     assert not np.any((areas > 0) & (areas < 0.05 * typical)), "specks under 5 % of a nucleus remain"
+
+
+def test_smoothing_is_searched_only_on_request_and_joins_flickering_nuclei():
+    labs = [nuclei_labels((192, 192), n=14, seed=s) for s in (20, 21)]
+    rng = np.random.default_rng(0)
+    # an under-trained network: inside nuclei p flickers pixel by pixel around 0.55, background around 0.35
+    probs = []
+    for lab in labs:
+        fg = np.clip(np.where(lab > 0, 0.55, 0.35) + rng.normal(0, 0.2, lab.shape), 0, 1).astype(np.float32)
+        probs.append(np.stack([1 - fg, fg]))
+    base = derived_settings(object_statistics(labs))
+    grid = {"threshold": (0.4, 0.45, 0.5), "dilation": (1, 3), "min_size_factor": (1.0,)}
+    plain = calibrate(probs, labs, base, grid)
+    smoothed = calibrate(probs, labs, base, {**grid, "smoothing_factor": (0.0, 0.25)})
+    assert "smoothing" not in plain["settings"]
+    assert smoothed["settings"]["smoothing"] == pytest.approx(0.25 * base["derived_from"]["radius"], abs=1e-3)
+    assert smoothed["score"]["score"] > plain["score"]["score"] + 0.2
+    assert smoothed["score"]["f1"] > 0.95

@@ -8,7 +8,8 @@ tuned on one data set: it follows from the objects the network was taught. Three
   :func:`stainseg.segment.instances.probability_to_labels` that scale with those objects;
 - :func:`calibrate`: threshold, dilation and a ``min_size`` multiplier chosen by the pooled score
   on validation crops against their automatic labels (the score of
-  :mod:`stainseg.train.calibrate`: mean of F1@IoU0.5 and the fraction of objects with F >= 0.6).
+  :mod:`stainseg.train.calibrate`: mean of F1@IoU0.5 and the fraction of objects with F >= 0.6),
+  optionally with a Gaussian smoothing of the map scaled to the radius (:func:`smooth_probability`).
 
 Everything here is plain numpy and JSON-ready (ints, floats, lists, str keys).
 """
@@ -166,6 +167,32 @@ def derived_settings(stats: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def smooth_probability(prob: np.ndarray, sigma: float) -> np.ndarray:
+    """A (K, Y, X) map with its foreground smoothed by a Gaussian of ``sigma`` px (K = 2; 0 = unchanged).
+
+    An under-trained network on phase contrast draws nuclei as pixel-scale flickering blobs
+    (thousands of 1-3 px components above 0.5); smoothing at a fraction of the nucleus radius
+    before the threshold joins them into one object and removes isolated flecks. Only the
+    2-class map is smoothed (the background channel becomes ``1 - foreground``).
+
+    Examples
+    --------
+    >>> p = np.zeros((2, 9, 9), np.float32); p[0] = 1; p[:, 4, 4] = [0.0, 1.0]
+    >>> q = smooth_probability(p, 1.0)
+    >>> bool(q[1, 4, 4] < 0.5), bool(np.allclose(q.sum(0), 1))
+    (True, True)
+    """
+    from scipy import ndimage as ndi
+
+    prob = np.asarray(prob, np.float32)
+    if not sigma or sigma <= 0:
+        return prob
+    if prob.shape[0] != 2:
+        raise ValueError(f"smoothing needs a 2-class (background, foreground) map, got {prob.shape[0]} classes")
+    fg = ndi.gaussian_filter(prob[1], float(sigma), output=np.float32)
+    return np.stack([1.0 - fg, fg])
+
+
 def _size_filter(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Drop objects with fewer than ``min_size`` pixels (labels are not renumbered)."""
     sizes = np.bincount(labels.ravel())
@@ -227,17 +254,20 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         are kept (``min_size`` times the chosen factor); the grid replaces the others.
     grid : mapping, optional
         ``threshold``, ``dilation`` (odd), ``min_size_factor`` sequences; missing keys take
-        :data:`GRID`.
+        :data:`GRID`. Optional ``smoothing_factor``: Gaussian sigmas, as fractions of the typical
+        radius ``base["derived_from"]["radius"]``, applied to the maps first
+        (:func:`smooth_probability`); only then do the settings hold ``smoothing`` (sigma in px),
+        which ``probability_to_labels`` does not take: apply :func:`smooth_probability` before it.
 
     Returns
     -------
     dict
         ``settings``: the keyword arguments of ``probability_to_labels`` to use (``threshold``,
-        ``min_size``, ``min_distance``, ``min_depth``, ``dilation``); ``score`` of the best
-        combination; ``table``: one row per combination (``threshold``, ``dilation``,
-        ``min_size_factor``, ``min_size``, ``fraction_f_above``, ``f1``, ``score``, ``n_truth``,
+        ``min_size``, ``min_distance``, ``min_depth``, ``dilation``; ``smoothing`` when
+        searched); ``score`` of the best combination; ``table``: one row per combination
+        (``threshold``, ``dilation``, ``min_size_factor``, ``min_size``, ``smoothing`` when searched, ``fraction_f_above``, ``f1``, ``score``, ``n_truth``,
         ``n_pred``); ``crops`` and ``seconds``. Ties go to the smaller dilation, then the
-        threshold closest to 0.5, then the factor closest to 1.
+        threshold closest to 0.5, then the factor closest to 1 (and first to the least smoothing).
 
     Examples
     --------
@@ -248,8 +278,6 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     >>> out["settings"]["threshold"], out["settings"]["dilation"]
     (0.5, 1)
     """
-    from stainseg.segment.instances import dilate_labels, probability_to_labels
-
     if len(probabilities) != len(labels) or not len(labels):
         raise ValueError(f"calibrate needs as many probability maps as label images (got {len(probabilities)} and {len(labels)})")
     g = {**GRID, **(grid or {})}
@@ -259,7 +287,31 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     keep = {k: base[k] for k in ("min_distance", "min_depth") if base.get(k) is not None}
     base_min = int(base.get("min_size") or 4)
     labels = [np.asarray(lab) for lab in labels]
+    smoothing = g.get("smoothing_factor")
+    radius = float((base.get("derived_from") or {}).get("radius", 0.0))
+    if smoothing is not None and not radius > 0:
+        raise ValueError("a smoothing_factor grid needs base['derived_from']['radius'] (from derived_settings)")
     table = []
+    for factor_s in (smoothing if smoothing is not None else (None,)):
+        sigma = None if factor_s is None else round(float(factor_s) * radius, 3)
+        maps = probabilities if not sigma else [smooth_probability(p, sigma) for p in probabilities]
+        extra = {} if sigma is None else {"smoothing": sigma}
+        table += _grid_rows(maps, labels, g, keep, base_min, extra)
+    best = min(table, key=lambda r: (-r["score"], r.get("smoothing", 0.0), r["dilation"], abs(r["threshold"] - 0.5),
+                                     abs(np.log(r["min_size_factor"]))))
+    settings = {**keep, "threshold": best["threshold"], "min_size": best["min_size"], "dilation": best["dilation"]}
+    if "smoothing" in best:
+        settings["smoothing"] = best["smoothing"]
+    return {"settings": settings, "score": best, "table": table, "crops": len(labels),
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _grid_rows(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], g: Mapping[str, Sequence],
+               keep: Mapping[str, Any], base_min: int, extra: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Score rows of every threshold x min_size factor x dilation on one set of maps (one watershed per threshold)."""
+    from stainseg.segment.instances import dilate_labels, probability_to_labels
+
+    rows = []
     for threshold in g["threshold"]:
         raw = [probability_to_labels(p, threshold=float(threshold), min_size=1, dilation=1, **keep) for p in probabilities]
         for factor in g["min_size_factor"]:
@@ -272,10 +324,6 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                 if grow > 1:
                     pred = [dilate_labels(k, grow) for k in pred]
                 reach = (d - 1) // 2
-                row = {"threshold": float(threshold), "dilation": int(d), "min_size_factor": float(factor),
-                       "min_size": min_size, **pooled_score(labels, pred)}
-                table.append(row)
-    best = min(table, key=lambda r: (-r["score"], r["dilation"], abs(r["threshold"] - 0.5), abs(np.log(r["min_size_factor"]))))
-    settings = {**keep, "threshold": best["threshold"], "min_size": best["min_size"], "dilation": best["dilation"]}
-    return {"settings": settings, "score": best, "table": table, "crops": len(labels),
-            "seconds": round(time.perf_counter() - start, 3)}
+                rows.append({"threshold": float(threshold), "dilation": int(d), "min_size_factor": float(factor),
+                             "min_size": min_size, **extra, **pooled_score(labels, pred)})
+    return rows
