@@ -265,16 +265,16 @@ def test_instances_move_with_the_image():
 
 
 def test_segment_config_min_depth_reaches_the_watershed():
-    """``[segment] min_depth`` of a model's config is what segmentation uses."""
-    from stainseg.config import ExperimentConfig
-    from stainseg.segment.stage import _instances
+    """``[segment] min_depth`` of a model's settings is what segmentation uses."""
+    from stainseg.model import Model
+    from stainseg.segment.instances import probability_to_labels
 
-    cfg = ExperimentConfig(objects="nuclei")
-    cfg.segment.dilation = 1
+    model = Model.new(["DNA"])
+    model.segment_settings.dilation = 1
     prob = _two_discs(14)  # a neck ~2.3 px narrower than the discs
-    assert int(_instances(prob, cfg)[0].max()) == 2
-    cfg.segment.min_depth = 3.0
-    assert int(_instances(prob, cfg)[0].max()) == 1
+    assert int(probability_to_labels(prob, **model.instance_options()).max()) == 2
+    model.segment_settings.min_depth = 3.0
+    assert int(probability_to_labels(prob, **model.instance_options()).max()) == 1
 
 
 # ----------------------------------------------------------------------------- speed-ups give the same labels

@@ -352,7 +352,9 @@ class Model:
         t_check = time.perf_counter()
         flags = self.check(stack) if check else []
         t_check = time.perf_counter() - t_check
-        if is_constant(stack) or any(f.code == "blank" for f in flags):
+        from stainseg.quality import is_blank
+
+        if is_constant(stack) or (any(f.code == "blank" for f in flags) and is_blank(stack)):
             prob = np.zeros((self.n_classes,) + shape, np.float32)
             prob[0] = 1.0
             unc = np.zeros(shape, np.float32) if settings.two_pass else None

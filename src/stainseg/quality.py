@@ -499,13 +499,16 @@ def check_image(stack: np.ndarray, reference: Mapping[str, Any],
         ref = channels[c] if c < len(channels) else {}
         where = f" in channel {c}" if len(stats) > 1 else ""
         n_before = len(flags)
-        if not (s["snr"] >= BLANK_SNR):
+        snr_low = _num(ref.get("snr", {}), "low")
+        # a channel that already had little contrast in training (e.g. the in-focus plane of a bright-field
+        # stack) is blank only when it is far below what training showed, not merely below the absolute rule
+        blank_limit = min(BLANK_SNR, 0.5 * snr_low) if np.isfinite(snr_low) else BLANK_SNR
+        if not (s["snr"] >= blank_limit):
             flags.append(Flag("blank", f"blank: largest local contrast{where} is {_g(s['snr'])} x the noise "
                                        f"(signal {_g(s['signal'])}, noise {_g(s['noise'])} counts; a real field "
                                        f"needs >= {_g(BLANK_SNR)}; training: {_g(_num(ref.get('snr', {}), 'low'))}"
                                        f"..{_g(_num(ref.get('snr', {}), 'high'))})"))
             continue
-        snr_low = _num(ref.get("snr", {}), "low")
         if np.isfinite(snr_low) and s["snr"] < snr_low / SNR_FACTOR:
             flags.append(Flag("low_signal", f"low_signal: signal-to-noise{where} {_g(s['snr'])} is more than "
                                             f"{_g(SNR_FACTOR)}x below the training range {_g(snr_low)}.."
