@@ -183,3 +183,23 @@ def test_threshold_undoes_the_foreground_weight_of_the_loss():
     same = (weighted > settings["threshold"]) == (q > 0.5)
     assert same.mean() > 0.999
     assert (weighted > 0.5).sum() > 1.1 * (q > 0.5).sum()  # 0.5 would inflate every nucleus
+
+
+def test_pooled_score_agrees_with_the_evaluator():
+    from stainseg.evaluate.stage import evaluate_arrays
+
+    truth = [nuclei_labels((160, 160), n=12, seed=s) for s in (30, 31)]
+    rng = np.random.default_rng(3)
+    preds = []
+    for t in truth:  # shifted, eroded, merged, split and speckled versions of the truth
+        p = np.roll(t, (1, 2), axis=(0, 1)).astype(np.int64) * 3
+        p[ndi.binary_erosion(p > 0, iterations=2) == 0] = 0
+        p[p == 6] = 9
+        p[(p == 12) & (np.arange(160)[None, :] % 2 == 0)] = 200
+        p[rng.random(p.shape) < 0.002] = 500
+        preds.append(p)
+    ours = pooled_score(truth, preds)
+    overall = evaluate_arrays({str(i): (t, p) for i, (t, p) in enumerate(zip(truth, preds))})["overall"]
+    assert ours["fraction_f_above"] == pytest.approx(overall["percent_f_above"] / 100.0)
+    assert ours["f1"] == pytest.approx(overall["f1"])
+    assert ours["n_pred"] == sum(len(np.unique(p)) - 1 for p in preds)

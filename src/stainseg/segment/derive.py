@@ -218,13 +218,34 @@ def _size_filter(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def _counts(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int, int, int]:
-    """(objects with F >= 0.6, truth objects, true positives at IoU 0.5, predicted objects)."""
-    from stainseg.evaluate.matching import best_matches, match_iou, overlap_table
+    """(objects with F >= 0.6, truth objects, true positives at IoU 0.5, predicted objects).
 
-    table = overlap_table(truth, pred)
-    above = int(np.count_nonzero(best_matches(table).fscore >= 0.6))
-    tp = int(match_iou(table, thresholds=[0.5])["tp"][0])
-    return above, table.n_truth, tp, table.n_pred
+    The scores of :mod:`stainseg.evaluate.matching` from one dense contingency table (both label
+    images renumbered to their present labels): every truth object's F-score with the prediction
+    it overlaps most (ties to the higher F-score), and one-to-one matches at IoU >= 0.5 (unique
+    unless an IoU is exactly 0.5, where the evaluator's maximum matching decides).
+    """
+    t_ids, t_inv = np.unique(truth, return_inverse=True)
+    p_ids, p_inv = np.unique(pred, return_inverse=True)
+    t_off, p_off = int(t_ids[0] != 0), int(p_ids[0] != 0)  # index 0 is background when present
+    nt, npd = t_ids.size + t_off, p_ids.size + p_off
+    table = np.bincount((t_inv.ravel() + t_off) * npd + p_inv.ravel() + p_off, minlength=nt * npd).reshape(nt, npd)
+    n_truth, n_pred = nt - 1, npd - 1
+    if n_truth == 0 or n_pred == 0:
+        return 0, n_truth, 0, n_pred
+    overlap = table[1:, 1:]
+    t_area, p_area = table[1:].sum(1), table[:, 1:].sum(0)
+    dice = 2.0 * overlap / (t_area[:, None] + p_area[None, :])
+    best = overlap == overlap.max(1, keepdims=True)
+    fscore = np.where(best & (overlap > 0), dice, 0.0).max(1)
+    above = int(np.count_nonzero(fscore >= 0.6))
+    iou = overlap / (t_area[:, None] + p_area[None, :] - overlap)
+    ti, pi = np.nonzero((iou >= 0.5) & (overlap > 0))
+    if np.unique(ti).size == ti.size and np.unique(pi).size == pi.size:
+        return above, n_truth, int(ti.size), n_pred
+    from stainseg.evaluate.matching import match_iou
+
+    return above, n_truth, int(match_iou(truth, pred, thresholds=[0.5])["tp"][0]), n_pred
 
 
 def pooled_score(truth: Sequence[np.ndarray], pred: Sequence[np.ndarray]) -> dict[str, float]:
@@ -253,7 +274,8 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     Every combination of the grid is scored against ``labels`` (pooled over the crops) with the
     mean of F1@IoU0.5 and the fraction of objects with F >= 0.6. The watershed runs once per
     threshold (with no size filter and no dilation); the size filter and the dilation, which
-    act after it, are applied to that cached result, so a grid of 5 x 7 x 3 costs 5 watersheds; each dilation grows the previous one by one ring.
+    act after it, are applied to that cached result, so a grid of 5 x 7 x 3 costs 5 watersheds;
+    each dilation grows the previous one by one ring.
 
     Parameters
     ----------
@@ -277,7 +299,8 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         ``settings``: the keyword arguments of ``probability_to_labels`` to use (``threshold``,
         ``min_size``, ``min_distance``, ``min_depth``, ``dilation``; ``smoothing`` when
         searched); ``score`` of the best combination; ``table``: one row per combination
-        (``threshold``, ``dilation``, ``min_size_factor``, ``min_size``, ``smoothing`` when searched, ``fraction_f_above``, ``f1``, ``score``, ``n_truth``,
+        (``threshold``, ``dilation``, ``min_size_factor``, ``min_size``, ``smoothing`` when
+        searched, ``fraction_f_above``, ``f1``, ``score``, ``n_truth``,
         ``n_pred``); ``crops`` and ``seconds``. Ties go to the smaller dilation, then the
         threshold closest to ``base["threshold"]`` (0.5 when absent; it joins the default
         grid), then the factor closest to 1 (and first to the least smoothing).
