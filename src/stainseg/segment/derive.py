@@ -218,34 +218,13 @@ def _size_filter(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def _counts(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int, int, int]:
-    """(objects with F >= 0.6, truth objects, true positives at IoU 0.5, predicted objects).
+    """(objects with F >= 0.6, truth objects, true positives at IoU 0.5, predicted objects), by the evaluator's own matching."""
+    from stainseg.evaluate.matching import best_matches, match_iou, overlap_table
 
-    The scores of :mod:`stainseg.evaluate.matching` from one dense contingency table (both label
-    images renumbered to their present labels): every truth object's F-score with the prediction
-    it overlaps most (ties to the higher F-score), and one-to-one matches at IoU >= 0.5 (unique
-    unless an IoU is exactly 0.5, where the evaluator's maximum matching decides).
-    """
-    t_ids, t_inv = np.unique(truth, return_inverse=True)
-    p_ids, p_inv = np.unique(pred, return_inverse=True)
-    t_off, p_off = int(t_ids[0] != 0), int(p_ids[0] != 0)  # index 0 is background when present
-    nt, npd = t_ids.size + t_off, p_ids.size + p_off
-    table = np.bincount((t_inv.ravel() + t_off) * npd + p_inv.ravel() + p_off, minlength=nt * npd).reshape(nt, npd)
-    n_truth, n_pred = nt - 1, npd - 1
-    if n_truth == 0 or n_pred == 0:
-        return 0, n_truth, 0, n_pred
-    overlap = table[1:, 1:]
-    t_area, p_area = table[1:].sum(1), table[:, 1:].sum(0)
-    dice = 2.0 * overlap / (t_area[:, None] + p_area[None, :])
-    best = overlap == overlap.max(1, keepdims=True)
-    fscore = np.where(best & (overlap > 0), dice, 0.0).max(1)
-    above = int(np.count_nonzero(fscore >= 0.6))
-    iou = overlap / (t_area[:, None] + p_area[None, :] - overlap)
-    ti, pi = np.nonzero((iou >= 0.5) & (overlap > 0))
-    if np.unique(ti).size == ti.size and np.unique(pi).size == pi.size:
-        return above, n_truth, int(ti.size), n_pred
-    from stainseg.evaluate.matching import match_iou
-
-    return above, n_truth, int(match_iou(truth, pred, thresholds=[0.5])["tp"][0]), n_pred
+    table = overlap_table(truth, pred)
+    above = int(np.count_nonzero(best_matches(table).fscore >= 0.6))
+    tp = int(match_iou(table, thresholds=[0.5])["tp"][0])
+    return above, table.n_truth, tp, table.n_pred
 
 
 def pooled_score(truth: Sequence[np.ndarray], pred: Sequence[np.ndarray]) -> dict[str, float]:
