@@ -26,23 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image
 from scipy import ndimage as ndi
 
 import stainseg
 from stainseg.evaluate.stage import evaluate_arrays
-
-
-def manual_labels(path: Path) -> np.ndarray:
-    """BBBC039 mask PNG: one nucleus = one connected component of one colour of channel 0."""
-    colours = np.asarray(Image.open(path))[..., 0]
-    out = np.zeros(colours.shape, np.int32)
-    n = 0
-    for value in np.unique(colours[colours > 0]):
-        lab, k = ndi.label(colours == value)
-        out[lab > 0] = lab[lab > 0] + n
-        n += k
-    return out
+from stainseg.io.images import read_labels
 
 
 def blank_field(images: list[np.ndarray], masks: list[np.ndarray], shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -76,7 +64,7 @@ def main() -> None:
     paths = {p.stem: p for p in a.images.iterdir()}
     names = [n for n in sorted(paths) if n in test and (a.masks / f"{n}.png").exists()]
     images = [tifffile.imread(paths[n]) for n in names]
-    masks = [manual_labels(a.masks / f"{n}.png") for n in names]
+    masks = [read_labels(a.masks / f"{n}.png") for n in names]
     print(f"model {a.model}; {len(names)} held-out fields; CPU {platform.processor() or platform.machine()}")
 
     preds = [model.run(im) for im in images]
@@ -85,7 +73,7 @@ def main() -> None:
     print(f"held-out fields vs manual: F1 {base['f1']:.3f}, % F>=0.6 {base['percent_f_above']:.1f}, "
           f"flagged {sum(bool(r['flags']) for r in preds)} of {len(preds)}")
 
-    empty = [n for n in sorted(paths) if (a.masks / f"{n}.png").exists() and not np.asarray(Image.open(a.masks / f"{n}.png"))[..., 0].any()]
+    empty = [n for n in sorted(paths) if (a.masks / f"{n}.png").exists() and not read_labels(a.masks / f"{n}.png").any()]
     n_blank = max(1, len(images) // 10)
     blanks = [tifffile.imread(paths[n]) for n in empty]  # the plate's own empty fields (training leaves them out: no labels)
     print(f"the plate's empty fields (manual mask empty): {', '.join(empty) or 'none'}")

@@ -121,6 +121,11 @@ def test_blank_field_gives_no_cells_and_a_flag(trained, tmp_path):
     assert "blank" not in rows["field"]["flags"]
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert set(run["flagged"]) == {"blank"}
+    assert main(["segment", str(trained["out"]), str(tmp_path / "blank.tif"), str(tmp_path / "field.tif"), "-o", str(tmp_path / "s"),
+                 "--skip-flagged"]) == 0
+    skipped = {r["name"]: r for r in __import__("csv").DictReader(open(tmp_path / "s" / "index.csv"))}
+    assert skipped["blank"]["skipped"] == "True" and skipped["field"]["skipped"] == "False"
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "s" / "labels" / "field.tif"), tifffile.imread(tmp_path / "o" / "labels" / "field.tif"))
 
 
 def test_unknown_override_and_wrong_channels_are_one_line_errors(trained):

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage as ndi
 
+from stainseg.io.images import read_labels
 from stainseg.quality import (FLAG_MEANINGS, Flag, check_image, check_objects, image_statistics, is_blank,
                               reference_statistics)
 
@@ -22,18 +23,6 @@ def _tif(path):
     return tifffile.imread(path)
 
 
-def _nuclei(mask_path) -> np.ndarray:
-    """Manual BBBC039 mask -> instance labels (one connected component of one colour = one nucleus)."""
-    rgba = np.asarray(Image.open(mask_path))[..., 0]
-    out = np.zeros(rgba.shape, np.int32)
-    n = 0
-    for colour in np.unique(rgba[rgba > 0]):
-        lab, k = ndi.label(rgba == colour)
-        out[lab > 0] = lab[lab > 0] + n
-        n += k
-    return out
-
-
 @pytest.fixture(scope="module")
 def bbbc039_split(bbbc039):
     """80 reference fields (with their manual labels), the 18 other real fields held out, the 2 blank ones."""
@@ -42,7 +31,7 @@ def bbbc039_split(bbbc039):
     good = [f for f in files if f not in blank]
     train, held = good[:80], good[80:]
     images = [_tif(f) for f in train]
-    labels = [_nuclei(bbbc039 / "masks" / f"{f.stem}.png") for f in train]
+    labels = [read_labels(bbbc039 / "masks" / f"{f.stem}.png") for f in train]
     ref = reference_statistics([im[None] for im in images], labels)
     return ref, [_tif(f) for f in held], [_tif(f) for f in blank], held
 
@@ -159,7 +148,7 @@ def test_phase_contrast_held_out_and_nuclear_stain(shared_data):
 @pytest.mark.data
 def test_object_checks_against_manual_labels(bbbc039, bbbc039_split):
     ref, _, _, names = bbbc039_split
-    truth = _nuclei(bbbc039 / "masks" / f"{names[0].stem}.png")
+    truth = read_labels(bbbc039 / "masks" / f"{names[0].stem}.png")
     assert check_objects(truth, ref) == []
     assert _codes(check_objects(np.zeros_like(truth), ref)) == {"too_few_objects"}
     rng = np.random.default_rng(0)  # 2,787 speckles, as a model gives on a noise-only field

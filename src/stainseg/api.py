@@ -134,19 +134,14 @@ def train(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], out: Optio
     if len(raws) != len(labels):
         raise StainsegError(f"{len(raws)} images but {len(labels)} label images; each image needs its labels")
     names = list(input_channels) if input_channels else None
-    if out is not None:
-        model = fit_model(raws, [np.asarray(lab) for lab in labels], cfg, out, input_channels=names, progress=progress)
-        if model is None:
-            raise StainsegError("training stopped before the end; no model was written")
-        return model
     with tempfile.TemporaryDirectory(prefix="stainseg-train-") as tmp:
-        from stainseg.train.fit import fit_model as fit
-
-        model = fit(raws, [np.asarray(lab) for lab in labels], cfg, Path(tmp) / "model", input_channels=names, progress=progress)
-        if model is None:
-            raise StainsegError("training stopped before the end; no model was made")
+        folder = Path(out) if out is not None else Path(tmp) / "model"  # in memory only: checkpoints in a temp folder
+        model = fit_model(raws, [np.asarray(lab) for lab in labels], cfg, folder, input_channels=names, progress=progress)
+    if model is None:
+        raise StainsegError("training stopped before the end; no model was made")
+    if out is None:
         model.path = None
-        return model
+    return model
 
 
 def segment(model: Model | str | Path, image: Any, **overrides: Any) -> np.ndarray:

@@ -164,7 +164,7 @@ class Model:
         gt = cfg.groundtruth
         pre = Preprocessing(illumination="spline" if gt.illumination == "spline" else "none", spline_grid=gt.spline_grid,
                             spline_iterations=gt.spline_iterations, normalization=cfg.preprocess.normalization)
-        return cls(StainNet(cfg.model), input_channels, objects=cfg.objects if cfg is not None else objects,
+        return cls(StainNet(cfg.model), input_channels, objects=cfg.objects,
                    preprocessing=pre, segment=copy.deepcopy(cfg.segment), experiment=cfg if cfg.root else None,
                    plane_names=plane_names)
 
@@ -325,45 +325,52 @@ class Model:
         return s
 
     def check(self, stack: np.ndarray) -> list[Any]:
-        """Quality flags of a raw (C, Y, X) stack against the training images (:mod:`stainseg.quality`)."""
-        from stainseg.quality import check_image, is_blank
+        """Quality flags of a raw (C, Y, X) stack against the training images (:mod:`stainseg.quality`).
+
+        Without a quality reference (a model of stainseg 0.1) only a blank stack is flagged.
+        """
+        from stainseg.quality import FLAG_MEANINGS, Flag, check_image, is_blank
 
         if self.reference:
             return list(check_image(stack, self.reference))
-        if is_blank(stack):
-            from stainseg.quality import FLAG_MEANINGS, Flag
-
+        if is_constant(stack) or is_blank(stack):
             return [Flag("blank", f"blank: {FLAG_MEANINGS['blank']}")]
         return []
 
+    def empty_result(self, stack: np.ndarray, flags: list[Any], two_pass: Optional[bool] = None) -> dict[str, Any]:
+        """What :meth:`run` returns for an image that is not run through the network: no cells, background everywhere."""
+        shape = tuple(stack.shape[1:])
+        prob = np.zeros((self.n_classes,) + shape, np.float32)
+        prob[0] = 1.0
+        two_pass = self.segment_settings.two_pass if two_pass is None else two_pass
+        return {"labels": np.zeros(shape, np.uint16), "probability": prob, "stack": stack, "flags": flags,
+                "uncertainty": np.zeros(shape, np.float32) if two_pass else None,
+                "timings": {"check_s": 0.0, "preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}}
+
     def run(self, raw: Any, where: str | Path | None = None, progress: Optional[Callable[[int], None]] = None,
-            check: bool = True, **overrides: Any) -> dict[str, Any]:
+            check: bool = True, flags: Optional[list[Any]] = None, **overrides: Any) -> dict[str, Any]:
         """Segment raw planes and return everything: ``labels``, ``probability``, ``uncertainty``, ``timings``, ``flags``.
 
         ``flags`` are :class:`stainseg.quality.Flag` s (a code and a reason in words) for an image or
-        a result unlike the training data. A blank image (constant, or camera noise only) has no
-        cells by definition: it gives zero cells and the ``blank`` flag without running the network.
+        a result unlike the training data; pass the image's flags when :meth:`check` already made
+        them. A blank image (constant, or camera noise only) has no cells by definition: it gives
+        zero cells and the ``blank`` flag without running the network.
         """
+        from stainseg.quality import FLAG_MEANINGS, Flag, is_blank
         from stainseg.segment.instances import probability_to_labels
 
         settings = self._settings(overrides)
         stack = self.arrange(raw, where)
-        shape = tuple(stack.shape[1:])
         t_check = time.perf_counter()
-        flags = self.check(stack) if check else []
+        flags = list(flags) if flags is not None else self.check(stack) if check else []
         t_check = time.perf_counter() - t_check
-        from stainseg.quality import is_blank
-
-        if is_constant(stack) or (any(f.code == "blank" for f in flags) and is_blank(stack)):
-            prob = np.zeros((self.n_classes,) + shape, np.float32)
-            prob[0] = 1.0
-            unc = np.zeros(shape, np.float32) if settings.two_pass else None
-            if is_constant(stack) and not any(f.code == "blank" for f in flags):
-                from stainseg.quality import FLAG_MEANINGS, Flag
-
+        flagged_blank = any(f.code == "blank" for f in flags)
+        if is_constant(stack) or (flagged_blank and is_blank(stack)):
+            if not flagged_blank:
                 flags.insert(0, Flag("blank", f"blank: {FLAG_MEANINGS['blank']}"))
-            return {"labels": np.zeros(shape, np.uint16), "probability": prob, "uncertainty": unc, "stack": stack,
-                    "flags": flags, "timings": {"check_s": t_check, "preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}}
+            result = self.empty_result(stack, flags, settings.two_pass)
+            result["timings"]["check_s"] = t_check
+            return result
         t0 = time.perf_counter()
         x = prepare(stack, self.preprocessing)
         t1 = time.perf_counter()

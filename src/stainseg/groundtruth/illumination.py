@@ -12,7 +12,7 @@ faster than a float copy, reshape means and passes over the full field: benchmar
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 from scipy import interpolate
@@ -261,6 +261,18 @@ def correct_illumination(image: np.ndarray, grid: int = 5, iterations: int = 5,
     raise StainsegError(f"expected a 2-D plane or a (Z, Y, X) stack, got shape {image.shape}")
 
 
+def _planes_of_one_size(images: Iterable[np.ndarray], what: str) -> Iterator[np.ndarray]:
+    """Each image checked as a plane (:func:`_check_plane`); one of another size than the first is a one-line error."""
+    shape = None
+    for i, image in enumerate(images):
+        image = _check_plane(image, f"image {i}")
+        if shape is None:
+            shape = image.shape
+        elif image.shape != shape:
+            raise StainsegError(f"image {i} has shape {image.shape} but the first has {shape}; {what} needs images of one size")
+        yield image
+
+
 def flat_field(images: Iterable[np.ndarray], grid: int = 5, iterations: int = 5,
                exclusion: float = 2.0) -> np.ndarray:
     """One flat-field from many planes: the median of their fitted background fields, each of mean 1.
@@ -298,13 +310,8 @@ def flat_field(images: Iterable[np.ndarray], grid: int = 5, iterations: int = 5,
     coarse = []
     shape = None
     by = bx = yc = xc = None
-    for i, image in enumerate(images):
-        image = _check_plane(image, f"image {i}")
-        if shape is None:
-            shape = image.shape
-        elif image.shape != shape:
-            raise StainsegError(f"image {i} has shape {image.shape} but the first has {shape}; "
-                                "a flat-field needs images of one size")
+    for image in _planes_of_one_size(images, "a flat-field"):
+        shape = image.shape
         medians, yc, xc = block_medians(image)
         if by is None:
             by, bx = _basis(yc, shape[0], grid), _basis(xc, shape[1], grid)
@@ -346,13 +353,8 @@ def plate_illumination(images: Iterable[np.ndarray], grid: int = 5, iterations: 
     reduced = []
     shape = None
     yc = xc = None
-    for i, image in enumerate(images):
-        image = _check_plane(image, f"image {i}")
-        if shape is None:
-            shape = image.shape
-        elif image.shape != shape:
-            raise StainsegError(f"image {i} has shape {image.shape} but the first has {shape}; "
-                                "a plate illumination function needs images of one size")
+    for image in _planes_of_one_size(images, "a plate illumination function"):
+        shape = image.shape
         medians, yc, xc = block_medians(image)
         level = float(np.median(medians))
         reduced.append(medians / level if level > 0 else medians)

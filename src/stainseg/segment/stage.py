@@ -145,15 +145,15 @@ def _compute_task(state: dict[str, Any]) -> dict[str, Any]:
         return state
     model = _loaded(state["task"]["model"])
     stack = state["stack"]
+    flags = None
     if state["task"].get("skip_flagged"):
-        serious = [f for f in model.check(stack) if not f.informative]
+        flags = model.check(stack)
+        serious = [f for f in flags if not f.informative]
         if serious:
-            shape = stack.shape[1:]
-            prob = np.zeros((model.n_classes,) + shape, np.float32)
-            prob[0] = 1.0
-            state.update(probability=prob, uncertainty=None, labels=np.zeros(shape, np.uint16), flags=serious, skipped=True)
+            result = model.empty_result(stack, serious, two_pass=False)
+            state.update(probability=result["probability"], uncertainty=None, labels=result["labels"], flags=serious, skipped=True)
             return state
-    result = model.run(stack)
+    result = model.run(stack, flags=flags)
     state.update(probability=result["probability"], uncertainty=result["uncertainty"], labels=result["labels"], flags=result["flags"])
     state["timings"].update(result["timings"])
     return state
