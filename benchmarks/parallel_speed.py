@@ -10,7 +10,7 @@ two-pass 240-px tiles), measured in one run:
    load the model once each, segment, shut down;
 3. the same on an already running cluster (``scheduler=ADDRESS``), twice: the second run is the
    steady state (workers have imported everything and hold the model);
-4. scheduler overhead: ``--noop`` tasks that do nothing, through :func:`stainseg.parallel.map_tasks`
+4. scheduler overhead: ``--noop`` tasks that do nothing, through :func:`stainseg.stages.parallel.map_tasks`
    on the warm cluster, per task; and raw ``client.map`` for comparison.
 
 All labels of runs 2 and 3 are checked identical to the serial run. Also printed: the bytes of
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from stainseg.config import load_config
     from stainseg.io.layout import scan
     from stainseg.model import Model
-    from stainseg.parallel import map_tasks
-    from stainseg.segment.stage import segment_experiment
+    from stainseg.stages.parallel import map_tasks
+    from stainseg.stages.segment import segment_experiment
     from stainseg.synth import generate_experiment
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="stainseg-parallel-"))

@@ -29,7 +29,7 @@ import tifffile
 from scipy import ndimage as ndi
 
 import stainseg
-from stainseg.evaluate.stage import evaluate_arrays
+from stainseg.evaluate.batch import evaluate_arrays
 from stainseg.io.images import read_labels
 
 

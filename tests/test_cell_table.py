@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops_table
 
-from stainseg.segment.stage import cell_table
+from stainseg.stages.segment import cell_table
 
 
 def _compare(labels: np.ndarray, stack: np.ndarray, uncertainty) -> None:

@@ -186,7 +186,7 @@ def test_threshold_undoes_the_foreground_weight_of_the_loss():
 
 
 def test_pooled_score_agrees_with_the_evaluator():
-    from stainseg.evaluate.stage import evaluate_arrays
+    from stainseg.evaluate.batch import evaluate_arrays
 
     truth = [nuclei_labels((160, 160), n=12, seed=s) for s in (30, 31)]
     rng = np.random.default_rng(3)

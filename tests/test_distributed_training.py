@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from stainseg.config import load_config
-from stainseg.evaluate.stage import evaluate_arrays
-from stainseg.groundtruth.stage import run_groundtruth
+from stainseg.evaluate.batch import evaluate_arrays
+from stainseg.stages.groundtruth import run_groundtruth
 from stainseg.io.images import read_labels
-from stainseg.segment.stage import segment_experiment
+from stainseg.stages.segment import segment_experiment
 from stainseg.synth import generate_experiment
 
 BIN = Path(sys.executable).parent

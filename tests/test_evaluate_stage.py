@@ -11,7 +11,7 @@ import pytest
 from skimage.morphology import disk, erosion
 
 from stainseg.errors import StainsegError
-from stainseg.evaluate.stage import (
+from stainseg.stages.evaluate import (
     evaluate_arrays,
     evaluate_folders,
     image_groups,

@@ -10,7 +10,7 @@ import pytest
 from stainseg.cli import main
 from stainseg.config import load_config
 from stainseg.evaluate.summary import evaluate_pair
-from stainseg.groundtruth.stage import run_groundtruth
+from stainseg.stages.groundtruth import run_groundtruth
 from stainseg.io.atomic import read_csv
 from stainseg.io.images import read_labels, write_image
 from stainseg.synth import generate_experiment

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from stainseg.config import load_config
-from stainseg.groundtruth.stage import run_groundtruth
+from stainseg.stages.groundtruth import run_groundtruth
 from stainseg.synth import generate_experiment
 
 STAINSEG = str(Path(sys.executable).parent / "stainseg")

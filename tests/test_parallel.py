@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from stainseg.errors import StainsegError
-from stainseg.parallel import MapResult, map_tasks, note_load, summary
+from stainseg.stages.parallel import MapResult, map_tasks, note_load, summary
 
 BIN = Path(sys.executable).parent
 _CACHE: dict[str, float] = {}
@@ -146,7 +146,7 @@ def experiment(tmp_path_factory):
 
     from stainseg.config import ModelConfig, load_config
     from stainseg.model import Model
-    from stainseg.segment.stage import segment_experiment
+    from stainseg.stages.segment import segment_experiment
     from stainseg.synth import generate_experiment
     from stainseg.network import StainNet
 

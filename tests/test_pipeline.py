@@ -12,7 +12,7 @@ import pytest
 
 from stainseg.cli import main
 from stainseg.io.atomic import read_csv
-from stainseg.pipeline import demo_config, run_experiment
+from stainseg.stages.pipeline import demo_config, run_experiment
 from stainseg.synth import generate_experiment
 
 

@@ -25,7 +25,7 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
 def _cmd_groundtruth(a: argparse.Namespace) -> int:
     from stainseg.config import load_config
-    from stainseg.groundtruth.stage import run_groundtruth
+    from stainseg.stages.groundtruth import run_groundtruth
 
     summary = run_groundtruth(load_config(a.experiment), a.out, preview=a.preview, workers=a.workers, scheduler=a.scheduler)
     print(summary.text())
@@ -34,7 +34,7 @@ def _cmd_groundtruth(a: argparse.Namespace) -> int:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from stainseg.config import load_config
-    from stainseg.train.stage import run_training
+    from stainseg.stages.train import run_training
 
     cfg = load_config(a.experiment)
     if a.preset:
@@ -49,7 +49,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_segment(a: argparse.Namespace) -> int:
-    from stainseg.segment.stage import segment_experiment, segment_files
+    from stainseg.stages.segment import segment_experiment, segment_files
 
     opts = dict(save_probability=a.save_probability, save_uncertainty=a.save_uncertainty, resume=a.resume,
                 workers=a.workers, scheduler=a.scheduler, output_format=a.format, skip_flagged=a.skip_flagged)
@@ -66,7 +66,7 @@ def _cmd_segment(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from stainseg.evaluate.stage import evaluate_folders
+    from stainseg.stages.evaluate import evaluate_folders
 
     metrics = evaluate_folders(a.truth, a.pred, a.out)
     overall = metrics.get("overall", metrics)
@@ -77,7 +77,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 def _cmd_run(a: argparse.Namespace) -> int:
     from stainseg.config import load_config
-    from stainseg.pipeline import run_experiment
+    from stainseg.stages.pipeline import run_experiment
 
     result = run_experiment(load_config(a.experiment), a.out, force=a.force)
     print(result.text())
@@ -85,7 +85,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from stainseg.pipeline import run_demo
+    from stainseg.stages.pipeline import run_demo
 
     result = run_demo(a.out, force=a.force)
     print(result.text())

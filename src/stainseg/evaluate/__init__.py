@@ -7,12 +7,12 @@ from stainseg.evaluate.matching import (
     overlap_table,
     percent_above,
 )
-from stainseg.evaluate.stage import evaluate_arrays, evaluate_folders
+from stainseg.evaluate.batch import evaluate_arrays, image_groups
 from stainseg.evaluate.summary import evaluate_pair, pooled_scores
 
 __all__ = [
     "evaluate_arrays",
-    "evaluate_folders",
+    "image_groups",
     "evaluate_pair",
     "fscore_curve",
     "match_iou",

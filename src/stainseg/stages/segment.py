@@ -20,7 +20,7 @@ from stainseg.errors import StainsegError
 from stainseg.io.atomic import read_csv, remove_stale_temps, write_csv, write_json
 from stainseg.io.images import read_image, write_image, write_labels
 from stainseg.io.lock import folder_lock
-from stainseg.parallel import map_tasks, note_load
+from stainseg.stages.parallel import map_tasks, note_load
 from stainseg.provenance import provenance
 
 @dataclass

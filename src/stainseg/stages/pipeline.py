@@ -86,7 +86,7 @@ def _manual_file(cfg: ExperimentConfig, iset: ImageSet) -> Path | None:
 
 def _train_stage(cfg: ExperimentConfig, gt: Path) -> Callable[[Path], dict[str, Any]]:
     def run(folder: Path, fresh: bool) -> dict[str, Any]:
-        from stainseg.train.stage import run_training
+        from stainseg.stages.train import run_training
 
         if not cfg.train.per_well:
             history = run_training(cfg, folder, labels_dir=gt, resume=not fresh)
@@ -103,7 +103,7 @@ def _train_stage(cfg: ExperimentConfig, gt: Path) -> Callable[[Path], dict[str, 
 
 def _segment_stage(cfg: ExperimentConfig, models: dict[str, str]) -> Callable[[Path], dict[str, Any]]:
     def run(folder: Path, fresh: bool) -> dict[str, Any]:
-        from stainseg.segment.stage import segment_experiment
+        from stainseg.stages.segment import segment_experiment
 
         sets = scan(cfg).image_sets
         rows, failed = [], []
@@ -140,7 +140,8 @@ def _label_path(seg: Path, name: str) -> Path:
 
 def _evaluate_stage(cfg: ExperimentConfig, gt: Path, seg: Path) -> Callable[[Path], dict[str, Any]]:
     def run(folder: Path, fresh: bool) -> dict[str, Any]:
-        from stainseg.evaluate.stage import evaluate_arrays, write_evaluation
+        from stainseg.evaluate.batch import evaluate_arrays
+        from stainseg.stages.evaluate import write_evaluation
 
         sets = _sets_by_name(cfg)
         ends = {s.name for s in endpoint_sets(cfg, list(sets.values()))}
@@ -257,7 +258,7 @@ def _add_tracks_to_cells(seg: Path, tracks: list[dict[str, Any]]) -> None:
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, force: bool = False) -> RunResult:
     """Everything for one experiment: labels, QC, training, segmentation, evaluation, tracking, report."""
-    from stainseg.groundtruth.stage import run_groundtruth
+    from stainseg.stages.groundtruth import run_groundtruth
     from stainseg.report.html import write_report
 
     out = Path(out)

@@ -20,7 +20,7 @@ def training_data(cfg: ExperimentConfig, labels_dir: Path, wells: Sequence[str] 
 
     Returns ``(images, labels, facts)``; ``facts`` records which image sets were used and why others were not.
     """
-    from stainseg.groundtruth.stage import read_index
+    from stainseg.stages.groundtruth import read_index
 
     index = read_index(labels_dir)
     sets = {s.name: s for s in endpoint_sets(cfg, scan(cfg).image_sets)}
@@ -67,7 +67,7 @@ def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path 
 
     Returns the last row of the training history.
     """
-    from stainseg.groundtruth.stage import run_groundtruth
+    from stainseg.stages.groundtruth import run_groundtruth
     from stainseg.train.fit import fit_model
 
     out = Path(out)

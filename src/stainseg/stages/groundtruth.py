@@ -20,7 +20,7 @@ from stainseg.errors import StainsegError
 from stainseg.io.atomic import write_csv, write_json
 from stainseg.io.images import write_labels
 from stainseg.io.layout import ImageSet, check_channels, endpoint_sets, is_test, scan
-from stainseg.parallel import map_tasks
+from stainseg.stages.parallel import map_tasks
 from stainseg.provenance import provenance
 
 
