@@ -141,6 +141,9 @@ class SegmentConfig:
     dilation: Optional[int] = None
     """Side of the square dilation. When not given, training calibrates it on the validation images
     (docs/network.md); without calibration 9 for cells and 3 for nuclei (the paper)."""
+    smoothing: Optional[float] = None
+    """Gaussian sigma (px) applied to the foreground probability before the threshold; None or 0 = none.
+    Training chooses it on the validation crops among fractions of the typical object radius."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bfloat16: bool = True
 

@@ -33,7 +33,7 @@ __all__ = ["Model", "arrange_channels"]
 
 _CACHE: dict[tuple[str, float, str], "Model"] = {}
 _CACHE_LOCK = threading.Lock()
-SEGMENT_OVERRIDES = ("tile_size", "two_pass", "batch_size", "threshold", "min_size", "min_distance", "min_depth", "dilation")
+SEGMENT_OVERRIDES = ("tile_size", "two_pass", "batch_size", "threshold", "min_size", "min_distance", "min_depth", "dilation", "smoothing")
 
 
 def arrange_channels(image: Any, n_channels: int, where: str | Path | None = None) -> np.ndarray:
@@ -229,7 +229,7 @@ class Model:
         """Keyword arguments of :func:`stainseg.segment.instances.probability_to_labels` (dilation included)."""
         s = self.segment_settings
         options = {"threshold": s.threshold, "min_size": s.min_size, "min_distance": s.min_distance,
-                   "min_depth": s.min_depth, "dilation": self.dilation}
+                   "min_depth": s.min_depth, "smoothing": s.smoothing, "dilation": self.dilation}
         options.update({k: v for k, v in overrides.items() if k in options and v is not None})
         return options
 
@@ -401,12 +401,16 @@ class Model:
 
     # ------------------------------------------------------------------ calibration
     def calibrate(self, images: Sequence[Any], labels: Sequence[np.ndarray], prepared: bool = False,
-                  dilation: bool = True) -> dict[str, Any]:
+                  dilation: bool = True, statistics: Optional[dict[str, Any]] = None,
+                  foreground_factor: Optional[float] = None, smoothing: bool = True) -> dict[str, Any]:
         """Derive the instance settings from ``labels`` and calibrate them on ``images`` (in memory; nothing is written).
 
         The typical object size, smallest object and seed spacing come from the labels
-        (:mod:`stainseg.segment.derive`); threshold, dilation and the smallest-size factor are then
-        chosen by the pooled score of segmenting ``images`` against ``labels``.
+        (:mod:`stainseg.segment.derive`; from ``statistics`` of all training labels when given),
+        the starting threshold from the loss's foreground weight (``f / (1 + f)``); threshold,
+        dilation, the smallest-size factor and the smoothing are then chosen by the pooled score
+        of segmenting ``images`` against ``labels``. With fewer than
+        :data:`stainseg.segment.derive.MIN_CALIBRATION_OBJECTS` objects the derived threshold is kept.
 
         Parameters
         ----------
@@ -416,29 +420,41 @@ class Model:
             Their automatic instance labels.
         dilation : bool
             Calibrate the dilation too (False keeps a dilation set in the config).
+        statistics : dict, optional
+            :func:`stainseg.segment.derive.object_statistics` of all the training labels (default: of ``labels``).
+        foreground_factor : float, optional
+            The loss's extra foreground weight the network was trained with (default: ``info["foreground_factor"]``).
+        smoothing : bool
+            Also search a Gaussian smoothing of the map (fractions of the typical radius).
 
         Returns
         -------
         dict
             The calibration record (also kept in ``info["calibration"]``).
         """
-        from stainseg.segment.derive import calibrate, derived_settings, object_statistics
+        from stainseg.segment.derive import SMOOTHING_FACTORS, calibrate, derived_settings, object_statistics
 
         labels = [np.asarray(lab) for lab in labels]
-        stats = object_statistics(labels)
-        if not stats.get("objects"):
+        stats = statistics or object_statistics(labels)
+        if not stats.get("objects") or not any(lab.any() for lab in labels):
             raise StainsegError("the calibration labels hold no objects; give images with objects in them")
-        base = derived_settings(stats)
+        if foreground_factor is None and isinstance(self.info.get("foreground_factor"), (int, float)):
+            foreground_factor = float(self.info["foreground_factor"])
+        base = derived_settings(stats, foreground_factor)
         probs = [self.predict_prepared(np.asarray(im, np.float32) if prepared else self.prepare(im))[0] for im in images]
-        grid = None if dilation else {"dilation": (self.dilation,)}
-        record = calibrate(probs, labels, base, grid)
+        grid: dict[str, Any] = {} if dilation else {"dilation": (self.dilation,)}
+        if smoothing and self.n_classes == 2:
+            grid["smoothing_factor"] = SMOOTHING_FACTORS
+        record = calibrate(probs, labels, base, grid or None)
         chosen = record["settings"]
         s = self.segment_settings
         s.threshold, s.min_size = float(chosen["threshold"]), int(chosen["min_size"])
         s.min_distance, s.min_depth = chosen.get("min_distance"), chosen.get("min_depth")
         s.dilation = int(chosen["dilation"])
+        s.smoothing = float(chosen["smoothing"]) if chosen.get("smoothing") else None
         self.derived = {"objects": stats, "derived": base}
-        summary = {"images": len(labels), "settings": chosen, "score": record["score"], "seconds": record["seconds"],
+        summary = {"images": len(labels), "objects": record["objects"], "threshold_fixed": record["threshold_fixed"],
+                   "settings": chosen, "score": record["score"], "seconds": record["seconds"],
                    "paper_dilation": 9 if self.objects == "cells" else 3}
         self.info["calibration"] = summary
         return summary

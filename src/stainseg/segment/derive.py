@@ -29,6 +29,11 @@ GRID: dict[str, tuple] = {
     "dilation": (1, 3, 5, 7, 9, 11, 13),
     "min_size_factor": (0.5, 1.0, 2.0),
 }
+#: Below this many objects in the calibration crops the threshold is not calibrated: the derived
+#: ``f / (1 + f)`` is kept (a few dozen objects pick a threshold by chance; issue 16).
+MIN_CALIBRATION_OBJECTS = 150
+#: Smoothing sigmas searched by default, as fractions of the typical radius (0 = none).
+SMOOTHING_FACTORS = (0.0, 0.15, 0.3)
 #: ``min_size`` = this fraction of the 5th percentile of the training object areas.
 MIN_SIZE_FRACTION = 0.5
 #: Seed spacing = this fraction of the typical radius (the default rule of seeds.py, from the labels).
@@ -270,7 +275,7 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         :data:`GRID`. Optional ``smoothing_factor``: Gaussian sigmas, as fractions of the typical
         radius ``base["derived_from"]["radius"]``, applied to the maps first
         (:func:`smooth_probability`); only then do the settings hold ``smoothing`` (sigma in px),
-        which ``probability_to_labels`` does not take: apply :func:`smooth_probability` before it.
+        which ``probability_to_labels`` applies before its threshold.
 
     Returns
     -------
@@ -280,7 +285,9 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         searched); ``score`` of the best combination; ``table``: one row per combination
         (``threshold``, ``dilation``, ``min_size_factor``, ``min_size``, ``smoothing`` when
         searched, ``fraction_f_above``, ``f1``, ``score``, ``n_truth``,
-        ``n_pred``); ``crops`` and ``seconds``. Ties go to the smaller dilation, then the
+        ``n_pred``); ``crops``, ``objects`` (in the labels), ``threshold_fixed`` (True when fewer than
+        :data:`MIN_CALIBRATION_OBJECTS` objects kept ``base["threshold"]`` instead of searching
+        thresholds) and ``seconds``. Ties go to the smaller dilation, then the
         threshold closest to ``base["threshold"]`` (0.5 when absent; it joins the default
         grid), then the factor closest to 1 (and first to the least smoothing).
 
@@ -297,14 +304,18 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         raise ValueError(f"calibrate needs as many probability maps as label images (got {len(probabilities)} and {len(labels)})")
     g = {**GRID, **(grid or {})}
     centre = float(base.get("threshold") or 0.5)
-    if grid is None or "threshold" not in grid:
+    labels = [np.asarray(lab) for lab in labels]
+    n_objects = sum(int(np.count_nonzero(np.bincount(lab.ravel().astype(np.int64))[1:])) for lab in labels)
+    threshold_fixed = (grid is None or "threshold" not in grid) and n_objects < MIN_CALIBRATION_OBJECTS
+    if threshold_fixed:
+        g["threshold"] = (centre,)
+    elif grid is None or "threshold" not in grid:
         g["threshold"] = tuple(sorted(set(g["threshold"]) | {centre}))
     if any(int(d) < 1 or int(d) % 2 == 0 for d in g["dilation"]):
         raise ValueError(f"calibration dilations must be odd numbers >= 1, got {list(g['dilation'])}")
     start = time.perf_counter()
     keep = {k: base[k] for k in ("min_distance", "min_depth") if base.get(k) is not None}
     base_min = int(base.get("min_size") or 4)
-    labels = [np.asarray(lab) for lab in labels]
     smoothing = g.get("smoothing_factor")
     radius = float((base.get("derived_from") or {}).get("radius", 0.0))
     if smoothing is not None and not radius > 0:
@@ -320,8 +331,8 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     settings = {**keep, "threshold": best["threshold"], "min_size": best["min_size"], "dilation": best["dilation"]}
     if "smoothing" in best:
         settings["smoothing"] = best["smoothing"]
-    return {"settings": settings, "score": best, "table": table, "crops": len(labels),
-            "seconds": round(time.perf_counter() - start, 3)}
+    return {"settings": settings, "score": best, "table": table, "crops": len(labels), "objects": n_objects,
+            "threshold_fixed": threshold_fixed, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def _grid_rows(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], g: Mapping[str, Sequence],

@@ -1,5 +1,8 @@
 """From a probability map to labelled objects: seeds, watershed, size filter, dilation (METHOD.md 5.3-5.4).
 
+- Optional smoothing: the foreground probability is blurred by a Gaussian of ``smoothing`` px
+  first (an under-trained network on phase contrast flickers at pixel scale; blurring at a
+  fraction of the object radius joins a nucleus into one blob and removes flecks).
 - Foreground mask: ``1 - p_background > threshold``.
 - Seeds: with a 3-class map (background, interior, boundary), the connected components of
   ``p_interior > threshold``; with a 2-class map, the maxima (``peak_local_max``) of the
@@ -145,6 +148,7 @@ def probability_to_labels(
     dilation: int = 3,
     min_distance: Optional[int] = None,
     min_depth: Optional[float] = None,
+    smoothing: Optional[float] = None,
 ) -> np.ndarray:
     """Turn a class-probability map into instance labels.
 
@@ -168,6 +172,10 @@ def probability_to_labels(
         dips by at least this many px between their centres (:func:`merge_shallow_basins`);
         0 keeps every basin. Default ``MIN_DEPTH`` (0.5 px): a shallower dip is within the
         pixel noise of an outline.
+    smoothing : float, optional
+        2-class: Gaussian sigma in px of a blur of the foreground probability before the
+        threshold (:func:`stainseg.segment.derive.smooth_probability`); None or 0: none.
+        Training chooses it (``[segment] smoothing``).
 
     Returns
     -------
@@ -184,6 +192,10 @@ def probability_to_labels(
     prob = np.asarray(prob, dtype=np.float32)
     if prob.ndim != 3 or prob.shape[0] not in (2, 3):
         raise ValueError(f"prob must be (2 or 3, Y, X), got shape {prob.shape}")
+    if smoothing and prob.shape[0] == 2:
+        from stainseg.segment.derive import smooth_probability
+
+        prob = smooth_probability(prob, float(smoothing))
     mask = (1.0 - prob[0]) > threshold
     if not mask.any():
         return np.zeros(prob.shape[1:], dtype=np.uint16)
@@ -219,6 +231,7 @@ def labels_blockwise(
     min_size: Optional[int] = None,
     min_distance: Optional[int] = None,
     min_depth: Optional[float] = None,
+    smoothing: Optional[float] = None,
 ) -> int:
     """Instance labels of a (K, Y, X) probability map too large for memory, in row bands.
 
@@ -238,7 +251,7 @@ def labels_blockwise(
     band, margin : int
         Rows per band and overlap rows; ``margin`` must exceed the tallest object (after
         dilation).
-    threshold, dilation, min_size, min_distance, min_depth
+    threshold, dilation, min_size, min_distance, min_depth, smoothing
         As in :func:`probability_to_labels` (a default ``min_size`` is derived per band).
 
     Returns
@@ -252,7 +265,7 @@ def labels_blockwise(
         y1 = min(y0 + band, height)
         e0, e1 = max(0, y0 - margin), min(height, y1 + margin)
         labels = probability_to_labels(np.asarray(prob[:, e0:e1], dtype=np.float32), threshold, min_size, dilation,
-                                       min_distance, min_depth)
+                                       min_distance, min_depth, smoothing)
         n = int(labels.max())
         if n == 0:
             continue

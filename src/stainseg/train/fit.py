@@ -56,7 +56,8 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
     facts : dict, optional
         More facts for ``model.json`` ``training`` (e.g. the image sets used).
     calibrate : bool
-        Derive and calibrate the instance settings on the validation crops (a dilation set in
+        Derive the instance settings from all training labels (sizes) and the loss's foreground
+        weight (threshold), then calibrate them on the validation crops (a dilation set in
         ``[segment]`` is kept).
 
     Returns
@@ -87,10 +88,17 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
     if calibrate:
         val_images, val_labels = validation_pairs(images, labels, result.info)
         if any(lab.any() for lab in val_labels):
-            record = model.calibrate(val_images, val_labels, prepared=True, dilation=cfg.segment.dilation is None)
+            from stainseg.segment.derive import object_statistics
+
+            factor = result.info.get("foreground_factor")
+            record = model.calibrate(val_images, val_labels, prepared=True, dilation=cfg.segment.dilation is None,
+                                     statistics=object_statistics(labels),
+                                     foreground_factor=float(factor) if isinstance(factor, (int, float)) else None)
             if progress:
                 s = record["settings"]
-                print(f"calibrated on {record['images']} validation crops: threshold {s['threshold']}, min size {s['min_size']} px, "
-                      f"dilation {s['dilation']} x {s['dilation']} (paper: {record['paper_dilation']})", flush=True)
+                print(f"calibrated on {record['images']} validation crops ({record['objects']} objects): threshold {s['threshold']}"
+                      f"{' (derived; too few objects to calibrate it)' if record['threshold_fixed'] else ''}, min size {s['min_size']} px, "
+                      f"smoothing {s.get('smoothing') or 0} px, dilation {s['dilation']} x {s['dilation']} "
+                      f"(paper: {record['paper_dilation']})", flush=True)
     model.save(out)
     return model
