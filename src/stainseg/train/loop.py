@@ -43,7 +43,9 @@ from stainseg.train.augment import random_sample, targets_from_labels
 from stainseg.network import StainNet, choose_device, native_bf16
 from stainseg.train.weights import class_weight_image, foreground_factor
 
-__all__ = ["Schedule", "PRESETS", "resolve_schedule", "train", "TrainResult", "validation_score"]
+__all__ = ["Schedule", "PRESETS", "resolve_schedule", "train", "TrainResult", "validation_score", "TrainData",
+           "prepare_data", "sample_batch", "train_step", "make_optimizer", "LoopState", "Session", "save_checkpoint",
+           "load_checkpoint", "TimeBudget", "record_validation", "weighted_softmax_loss"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -148,6 +150,356 @@ def _comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     return {"train": train, "model": data["model"]}
 
 
+# ==================================================================== data preparation
+@dataclasses.dataclass
+class TrainData:
+    """Training and validation arrays made from prepared images and instance labels (:func:`prepare_data`).
+
+    ``regions[i]`` is the part of image ``i`` that training crops come from (None: all of it);
+    ``strips`` maps an image to the column where its validation strip starts (few images only).
+    """
+
+    images: list[np.ndarray]
+    targets: list[np.ndarray]
+    weights: list[np.ndarray]
+    train_idx: list[int]
+    val_idx: list[int]
+    regions: list[Optional[tuple[slice, slice]]]
+    val_images: list[np.ndarray]
+    val_targets: list[np.ndarray]
+    strips: dict[int, int]
+    foreground_fraction: float
+    foreground_factor: float
+
+
+def prepare_data(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg: ExperimentConfig,
+                 rng: np.random.Generator) -> TrainData:
+    """Targets, pixel weights and the train / validation split of prepared images and their labels.
+
+    With at least ``FEW_IMAGES`` images a ``validation_fraction`` of whole images is held out; with
+    fewer, every image is trained on and a strip on the right of each (that fraction wide, at least
+    32 px) is validated on instead. Validation images are centre-cropped to at most 256 x 256 and
+    at most 8 are kept, so that validation stays cheap.
+
+    Parameters
+    ----------
+    images : sequence of ndarray, shape (C, Y, X)
+        Prepared network inputs.
+    labels : sequence of ndarray, shape (Y, X), int
+        Instance labels, one per image.
+    cfg : ExperimentConfig
+        Uses ``cfg.model.head`` and ``cfg.train`` (``validation_fraction``, ``separate_touching``,
+        ``foreground_factor``).
+    rng : numpy.random.Generator
+        Draws the split (advanced only when whole images are held out).
+
+    Returns
+    -------
+    TrainData
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stainseg.config import ExperimentConfig
+    >>> labels = [np.zeros((64, 64), int) for _ in range(6)]
+    >>> for lab in labels:
+    ...     lab[10:20, 10:20] = 1
+    >>> images = [lab[None].astype(np.float32) for lab in labels]
+    >>> data = prepare_data(images, labels, ExperimentConfig(), np.random.default_rng(0))
+    >>> len(data.train_idx), len(data.val_idx), data.strips
+    (5, 1, {})
+    >>> prepare_data(images[:2], labels[:2], ExperimentConfig(), np.random.default_rng(0)).strips
+    {0: 32, 1: 32}
+    """
+    tcfg = cfg.train
+    images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
+    targets = [targets_from_labels(lab, cfg.model.head, separate_touching=tcfg.separate_touching) for lab in labels]
+    train_idx, val_idx = _split(len(images), tcfg.validation_fraction, rng)
+    regions: list[Optional[tuple[slice, slice]]] = [None] * len(images)
+    val_images: list[np.ndarray] = [images[i] for i in val_idx]
+    val_targets: list[np.ndarray] = [targets[i] for i in val_idx]
+    strips: dict[int, int] = {}
+    if len(images) < FEW_IMAGES and tcfg.validation_fraction > 0:
+        # few images: train on all of them and validate on a strip on the right of each (fraction wide, >= 32 px)
+        train_idx, val_images, val_targets = list(range(len(images))), [], []
+        for i, image in enumerate(images):
+            nx = image.shape[-1]
+            cut = nx - max(32, int(round(tcfg.validation_fraction * nx)))
+            if cut >= 32:
+                strips[i] = cut
+                regions[i] = (slice(None), slice(0, cut))
+                val_images.append(image[:, :, cut:])
+                val_targets.append(targets[i][:, cut:])
+        val_idx = []
+    val_images, val_targets = _validation_crops(val_images, val_targets, VALIDATION_IMAGES, VALIDATION_SIZE)
+    fg_fraction = float(np.mean([np.mean(targets[i] > 0) for i in train_idx]))
+    factor = foreground_factor(tcfg.foreground_factor, fg_fraction)
+    weights = [class_weight_image(t > 0, factor) for t in targets]
+    return TrainData(images, targets, weights, train_idx, val_idx, regions, val_images, val_targets, strips,
+                     fg_fraction, factor)
+
+
+def sample_batch(data: TrainData, batch_size: int, crop_size: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A batch of random augmented crops: inputs (B, C, S, S), targets (B, S, S) and weights (B, S, S).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stainseg.config import ExperimentConfig
+    >>> lab = np.zeros((64, 64), int); lab[20:40, 20:40] = 1
+    >>> data = prepare_data([lab[None].astype(np.float32)] * 4, [lab] * 4, ExperimentConfig(), np.random.default_rng(0))
+    >>> [a.shape for a in sample_batch(data, 2, 32, np.random.default_rng(0))]
+    [(2, 1, 32, 32), (2, 32, 32), (2, 32, 32)]
+    """
+    batch_x, batch_t, batch_w = [], [], []
+    for _ in range(batch_size):
+        i = data.train_idx[int(rng.integers(len(data.train_idx)))]
+        x, (t, w) = random_sample(data.images[i], [data.targets[i], data.weights[i]], crop_size, rng, data.regions[i])
+        batch_x.append(x), batch_t.append(t), batch_w.append(w)
+    return np.stack(batch_x), np.stack(batch_t), np.stack(batch_w)
+
+
+# ==================================================================== one optimisation step
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
+               batch: tuple[np.ndarray, np.ndarray, np.ndarray], device: torch.device,
+               use_amp: bool = False, channels_last: bool = True) -> float:
+    """One optimisation step on a batch from :func:`sample_batch`; returns the weighted loss.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from stainseg.config import ModelConfig
+    >>> from stainseg.network import StainNet
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = StainNet(ModelConfig())
+    >>> opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    >>> scaler = torch.amp.GradScaler("cuda", enabled=False)
+    >>> t = np.zeros((2, 32, 32), np.int64); t[:, 8:24, 8:24] = 1
+    >>> batch = (t[:, None].astype(np.float32), t, np.ones((2, 32, 32), np.float32))
+    >>> first = train_step(net, opt, scaler, batch, torch.device("cpu"))
+    >>> later = [train_step(net, opt, scaler, batch, torch.device("cpu")) for _ in range(20)][-1]
+    >>> later < first
+    True
+    """
+    x = torch.from_numpy(batch[0]).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    t = torch.from_numpy(batch[1]).to(device)
+    w = torch.from_numpy(batch[2]).to(device)
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, use_amp):
+        logits = net(x)
+    loss = weighted_softmax_loss(logits, t, w)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach())
+
+
+def make_optimizer(model: torch.nn.Module, sched: Schedule) -> torch.optim.Optimizer:
+    """RMSProp (paper preset) or AdamW with the schedule's weight decay (fast preset).
+
+    Examples
+    --------
+    >>> import torch
+    >>> type(make_optimizer(torch.nn.Linear(2, 2), PRESETS["paper"])).__name__
+    'RMSprop'
+    """
+    if sched.optimizer == "rmsprop":
+        return torch.optim.RMSprop(model.parameters(), lr=sched.learning_rate)
+    return torch.optim.AdamW(model.parameters(), lr=sched.learning_rate, weight_decay=sched.weight_decay)
+
+
+# ==================================================================== loop state and checkpoint
+@dataclasses.dataclass
+class LoopState:
+    """Where the loop stands; stored as a plain dict in the checkpoint (``checkpoint.pt["state"]``).
+
+    Examples
+    --------
+    >>> LoopState(total=100).iteration
+    0
+    """
+
+    iteration: int = 0
+    total: int = 0
+    best_score: float = -1.0
+    best_state: Optional[dict[str, torch.Tensor]] = None
+    stale: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    elapsed_s: float = 0.0
+    losses: list[float] = dataclasses.field(default_factory=list)
+    stopped_early: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (no copies), as saved in the checkpoint."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass
+class Session:
+    """Everything a checkpoint saves and restores: network, optimiser, gradient scaler, RNGs and loop state."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    rng: np.random.Generator
+    state: LoopState
+
+
+def save_checkpoint(path: Path, session: Session, cfg: ExperimentConfig, sched: Schedule) -> None:
+    """Write ``checkpoint.pt`` atomically: weights, optimiser, scaler, both RNG states, loop state, settings.
+
+    Examples
+    --------
+    >>> import tempfile, torch, numpy as np
+    >>> from pathlib import Path
+    >>> from stainseg.config import ExperimentConfig
+    >>> net = torch.nn.Linear(2, 2)
+    >>> s = Session(net, torch.optim.AdamW(net.parameters()), torch.amp.GradScaler("cuda", enabled=False),
+    ...             np.random.default_rng(0), LoopState(iteration=7, total=10))
+    >>> path = Path(tempfile.mkdtemp()) / "checkpoint.pt"
+    >>> save_checkpoint(path, s, ExperimentConfig(), PRESETS["fast"])
+    >>> s.state = LoopState()
+    >>> load_checkpoint(path, s, ExperimentConfig(), torch.device("cpu"))
+    >>> s.state.iteration
+    7
+    """
+    payload = {
+        "model": session.model.state_dict(), "optimizer": session.optimizer.state_dict(),
+        "scaler": session.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+        "numpy_rng": session.rng.bit_generator.state, "state": session.state.as_dict(),
+        "config": _comparable(cfg), "schedule": dataclasses.asdict(sched),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, session: Session, cfg: ExperimentConfig, device: torch.device) -> None:
+    """Restore ``session`` from a checkpoint of the same training and model settings (one-line error otherwise).
+
+    See :func:`save_checkpoint` for an example.
+    """
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # corrupt or truncated file
+        raise StainsegError(f"cannot read the checkpoint ({type(exc).__name__}); delete it to start over", path) from None
+    if ckpt.get("config") != _comparable(cfg):
+        raise StainsegError("checkpoint was made with different training/model settings; use the same config or delete it to start over", path)
+    session.model.load_state_dict(ckpt["model"])
+    session.optimizer.load_state_dict(ckpt["optimizer"])
+    session.scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    session.rng.bit_generator.state = ckpt["numpy_rng"]
+    session.state = LoopState(**ckpt["state"])
+
+
+# ==================================================================== time budget
+class TimeBudget:
+    """Compresses the schedule to ``max_minutes``: after a short timing, the total that still fits.
+
+    The speed is timed from the 5th iteration of this session on (warm-up skipped, also after a
+    resume), estimated 10 iterations later and re-estimated at every validation (validation time
+    included: the CPU may be shared). 5 % of the budget is kept for the last validation and saving.
+
+    Examples
+    --------
+    >>> budget = TimeBudget(max_minutes=1.0, planned=1000, eval_every=50, start=0)
+    >>> budget.update(5, 1000, elapsed_s=0.5, now=0.5) is None     # timing starts here
+    True
+    >>> budget.update(15, 1000, elapsed_s=1.5, now=1.5)           # 0.1 s per iteration, 55.5 s left
+    570
+    """
+
+    def __init__(self, max_minutes: Optional[float], planned: int, eval_every: int, start: int) -> None:
+        self.max_minutes, self.planned, self.eval_every, self.start = max_minutes, planned, eval_every, start
+        self.timed_from: Optional[tuple[int, float]] = None
+
+    def update(self, it: int, total: int, elapsed_s: float, now: Optional[float] = None) -> Optional[int]:
+        """The new total after iteration ``it`` (1-based count done), or None when it is not re-estimated now."""
+        if self.max_minutes is None:
+            return None
+        now = time.perf_counter() if now is None else now
+        if self.timed_from is None:
+            if it >= self.start + 5 or it == total:  # skip warm-up iterations (also after resume)
+                self.timed_from = (it, now)
+            return None
+        if it == self.timed_from[0] + 10 or it % self.eval_every == 0:
+            per_it = (now - self.timed_from[1]) / (it - self.timed_from[0])
+            budget = self.max_minutes * 60.0 * 0.95 - elapsed_s
+            return max(it, min(self.planned, it + int(budget / per_it)))
+        return None
+
+
+# ==================================================================== validation
+def record_validation(state: LoopState, model: torch.nn.Module, score: float, learning_rate: float,
+                      patience: Optional[int], validated: bool) -> dict[str, Any]:
+    """Append a history row for the iteration just done, keep the best weights, decide on early stopping.
+
+    Early stopping only happens in the second half of the schedule (the cosine decay does most of
+    its work late), after ``patience`` validations without improvement.
+
+    Examples
+    --------
+    >>> import torch
+    >>> state, net = LoopState(iteration=60, total=100, losses=[0.5, 0.3]), torch.nn.Linear(1, 1)
+    >>> record_validation(state, net, 0.8, 1e-3, patience=1, validated=True)["loss"]
+    0.4
+    >>> state.iteration, state.losses = 70, [0.2]
+    >>> _ = record_validation(state, net, 0.7, 1e-3, patience=1, validated=True)
+    >>> state.best_score, state.stale, state.stopped_early
+    (0.8, 1, True)
+    """
+    it = state.iteration
+    row = {"iteration": it, "loss": float(np.mean(state.losses)), "learning_rate": learning_rate,
+           "val_score": score, "elapsed_s": round(state.elapsed_s, 2)}
+    state.history.append(row)
+    state.losses = []
+    if validated:
+        if score > state.best_score:
+            state.best_score, state.stale = score, 0
+            state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            state.stale += 1
+        if patience is not None and state.stale >= patience and it >= state.total // 2:
+            state.stopped_early = True
+    return row
+
+
+# ==================================================================== the loop
+class _Progress:
+    """The progress bar of the main process (no-op when disabled)."""
+
+    def __init__(self, enabled: bool, state: LoopState) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.total, initial=state.iteration, desc="train", unit="it", dynamic_ncols=True)
+
+    def total(self, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+
+    def validated(self, row: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{row['val_score']:.3f}")
+
+    def step(self, state: LoopState) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        if state.iteration % 10 == 0 and state.losses:
+            self.bar.set_postfix(loss=f"{np.mean(state.losses):.3f}",
+                                 val=f"{state.history[-1]['val_score']:.3f}" if state.history else "-")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def train(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
@@ -184,6 +536,17 @@ def train(
         The trained network (best validated weights, CPU, eval mode), the history (one row per
         validation point with ``iteration``, ``loss``, ``learning_rate``, ``val_score``,
         ``elapsed_s``) and training facts; None when ``stop_after`` stopped it.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from stainseg.config import ExperimentConfig
+    >>> lab = np.zeros((64, 64), np.int32); lab[16:32, 16:32] = 1; lab[40:56, 36:52] = 2
+    >>> cfg = ExperimentConfig()
+    >>> cfg.train.iterations, cfg.train.crop_size, cfg.train.device = 4, 32, "cpu"
+    >>> result = train([(lab > 0)[None].astype(np.float32)] * 2, [lab] * 2, cfg, tempfile.mkdtemp(), progress=False)
+    >>> result.info["iterations_run"], len(result.history)
+    (4, 4)
     """
     out_dir = Path(out_dir)
     in_channels = _check_inputs(images, labels)
@@ -191,8 +554,7 @@ def train(
     cfg.model.in_channels = in_channels
     tcfg = cfg.train
     sched = resolve_schedule(cfg)
-    device = choose_device(tcfg.device)
-    dinfo, device = distributed.setup(device)
+    dinfo, device = distributed.setup(choose_device(tcfg.device))
     use_amp = bool(tcfg.bfloat16) and (device.type == "cuda" or native_bf16())
     channels_last = True
 
@@ -200,167 +562,65 @@ def train(
     rng = np.random.default_rng(tcfg.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-    # ---------------------------------------------------------------- data
-    images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
-    targets = [targets_from_labels(lab, cfg.model.head, separate_touching=cfg.train.separate_touching) for lab in labels]
-    train_idx, val_idx = _split(len(images), tcfg.validation_fraction, rng)
-    regions: list[Optional[tuple[slice, slice]]] = [None] * len(images)
-    val_images: list[np.ndarray] = [images[i] for i in val_idx]
-    val_targets: list[np.ndarray] = [targets[i] for i in val_idx]
-    strips: dict[int, int] = {}
-    if len(images) < FEW_IMAGES and tcfg.validation_fraction > 0:
-        # few images: train on all of them and validate on a strip on the right of each (fraction wide, >= 32 px)
-        train_idx, val_images, val_targets = list(range(len(images))), [], []
-        for i, image in enumerate(images):
-            nx = image.shape[-1]
-            cut = nx - max(32, int(round(tcfg.validation_fraction * nx)))
-            if cut >= 32:
-                strips[i] = cut
-                regions[i] = (slice(None), slice(0, cut))
-                val_images.append(image[:, :, cut:])
-                val_targets.append(targets[i][:, cut:])
-        val_idx = []
-    # validation must stay cheap: at most 8 images, centre crops of at most 256 x 256 (~0.5 Mpx)
-    val_images, val_targets = _validation_crops(val_images, val_targets, VALIDATION_IMAGES, VALIDATION_SIZE)
+    data = prepare_data(images, labels, cfg, rng)
     if dinfo.enabled:  # same split and initialisation on every rank, different crops
         rng = np.random.default_rng([tcfg.seed, dinfo.rank])
-    fg_fraction = float(np.mean([np.mean(targets[i] > 0) for i in train_idx]))
-    factor = foreground_factor(tcfg.foreground_factor, fg_fraction)
-    weight_images = [class_weight_image(t > 0, factor) for t in targets]
 
-    # ---------------------------------------------------------------- model, optimiser
     model = StainNet(cfg.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if sched.optimizer == "rmsprop":
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=sched.learning_rate)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=sched.learning_rate, weight_decay=sched.weight_decay)
+    optimizer = make_optimizer(model, sched)
     net = distributed.wrap(model, dinfo, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
-
-    state: dict[str, Any] = {"iteration": 0, "total": sched.iterations, "best_score": -1.0, "best_state": None,
-                             "stale": 0, "history": [], "elapsed_s": 0.0, "losses": [], "stopped_early": False}
+    session = Session(model, optimizer, scaler, rng, LoopState(total=sched.iterations))
     ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.is_file():
-        try:
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        except Exception as exc:  # corrupt or truncated file
-            raise StainsegError(f"cannot read the checkpoint ({type(exc).__name__}); delete it to start over", ckpt_path) from None
-        if ckpt.get("config") != _comparable(cfg):
-            raise StainsegError("checkpoint was made with different training/model settings; use the same config or delete it to start over", ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        rng.bit_generator.state = ckpt["numpy_rng"]
-        state.update(ckpt["state"])
+        load_checkpoint(ckpt_path, session, cfg, device)
+    state = session.state
 
-    def save_checkpoint() -> None:
-        if not dinfo.is_main:
-            return
-        payload = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
-            "state": state, "config": _comparable(cfg), "schedule": dataclasses.asdict(sched),
-        }
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(payload, tmp)
+    def checkpoint() -> None:
+        if dinfo.is_main:
+            save_checkpoint(ckpt_path, session, cfg, sched)
 
-    # ---------------------------------------------------------------- loop
-    bar = None
-    if progress and dinfo.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=state["total"], initial=state["iteration"], desc="train", unit="it", dynamic_ncols=True)
-    started = time.perf_counter() - state["elapsed_s"]
-    timed_from: Optional[tuple[int, float]] = None
-    session_start = state["iteration"]
+    bar = _Progress(progress and dinfo.is_main, state)
+    started = time.perf_counter() - state.elapsed_s
+    budget = TimeBudget(tcfg.max_minutes, sched.iterations, sched.eval_every, start=state.iteration)
     model.train()
-    stopped_early = bool(state["stopped_early"])
-    while state["iteration"] < state["total"] and not stopped_early:
-        it = state["iteration"]
-        lr = learning_rate_at(it, state["total"], sched)
+    while state.iteration < state.total and not state.stopped_early:
+        lr = learning_rate_at(state.iteration, state.total, sched)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch_x, batch_t, batch_w = [], [], []
-        for _ in range(sched.batch_size):
-            i = train_idx[int(rng.integers(len(train_idx)))]
-            x, (t, w) = random_sample(images[i], [targets[i], weight_images[i]], sched.crop_size, rng, regions[i])
-            batch_x.append(x), batch_t.append(t), batch_w.append(w)
-        x = torch.from_numpy(np.stack(batch_x)).to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        t = torch.from_numpy(np.stack(batch_t)).to(device)
-        w = torch.from_numpy(np.stack(batch_w)).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, use_amp):
-            logits = net(x)
-        loss = weighted_softmax_loss(logits, t, w)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        state["losses"].append(float(loss.detach()))
-        state["iteration"] = it = it + 1
-        state["elapsed_s"] = time.perf_counter() - started
-
-        # compress the schedule to max_minutes: estimate after a short timing, re-estimate at every
-        # validation from the average speed so far (validation time included; the CPU may be shared)
-        if tcfg.max_minutes is not None:
-            if timed_from is None:
-                if it >= session_start + 5 or it == state["total"]:  # skip warm-up iterations (also after resume)
-                    timed_from = (it, time.perf_counter())
-            elif timed_from is not None and (it == timed_from[0] + 10 or it % sched.eval_every == 0):
-                per_it = (time.perf_counter() - timed_from[1]) / (it - timed_from[0])
-                budget = tcfg.max_minutes * 60.0 * 0.95 - state["elapsed_s"]  # 5 % for the last validation and saving
-                state["total"] = distributed.agree(max(it, min(sched.iterations, it + int(budget / per_it))), dinfo)
-                if bar is not None:
-                    bar.total = state["total"]
-
-        if it % sched.eval_every == 0 or it == state["total"]:
-            score = validation_score(model, val_images, val_targets, device, use_amp, channels_last) if val_images else float("nan")
-            row = {"iteration": it, "loss": float(np.mean(state["losses"])), "learning_rate": lr,
-                   "val_score": score, "elapsed_s": round(state["elapsed_s"], 2)}
-            state["history"].append(row)
-            state["losses"] = []
-            if val_images:
-                if score > state["best_score"]:
-                    state["best_score"], state["stale"] = score, 0
-                    state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    state["stale"] += 1
-            if bar is not None:
-                bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{score:.3f}")
-            # early stopping only in the second half of the schedule (the cosine decay does most of its work late)
-            if sched.patience is not None and val_images and state["stale"] >= sched.patience and it >= state["total"] // 2:
-                stopped_early = state["stopped_early"] = True
-        if bar is not None:
-            bar.update(1)
-            if it % 10 == 0 and state["losses"]:
-                bar.set_postfix(loss=f"{np.mean(state['losses']):.3f}",
-                                val=f"{state['history'][-1]['val_score']:.3f}" if state["history"] else "-")
-        if it % tcfg.checkpoint_every == 0 or stopped_early:
-            save_checkpoint()
-        if stopped_early:
-            break
-        if stop_after is not None and it >= stop_after:
-            if bar is not None:
-                bar.close()
+        batch = sample_batch(data, sched.batch_size, sched.crop_size, rng)
+        state.losses.append(train_step(net, optimizer, scaler, batch, device, use_amp, channels_last))
+        state.iteration = it = state.iteration + 1
+        state.elapsed_s = time.perf_counter() - started
+        total = budget.update(it, state.total, state.elapsed_s)
+        if total is not None:
+            state.total = distributed.agree(total, dinfo)
+            bar.total(state.total)
+        if it % sched.eval_every == 0 or it == state.total:
+            validated = bool(data.val_images)
+            score = validation_score(model, data.val_images, data.val_targets, device, use_amp, channels_last) if validated else float("nan")
+            bar.validated(record_validation(state, model, score, lr, sched.patience, validated))
+        bar.step(state)
+        if it % tcfg.checkpoint_every == 0 or state.stopped_early:
+            checkpoint()
+        if stop_after is not None and it >= stop_after and not state.stopped_early:
+            bar.close()
             return None
-    if bar is not None:
-        bar.close()
-    save_checkpoint()
+    bar.close()
+    checkpoint()
 
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
-    info = {"foreground_fraction": fg_fraction, "foreground_factor": factor, "iterations_run": state["iteration"],
-            "iterations_planned": sched.iterations, "stopped_early": stopped_early, "best_val_score": state["best_score"],
-            "train_images": len(train_idx), "validation_images": len(val_images),
-            "validation_indices": [int(i) for i in val_idx], "validation_strips": {str(i): c for i, c in strips.items()}, "device": str(device),
-            "bfloat16": use_amp, "schedule": dataclasses.asdict(sched), "train_seconds": round(state["elapsed_s"], 1),
+    info = {"foreground_fraction": data.foreground_fraction, "foreground_factor": data.foreground_factor,
+            "iterations_run": state.iteration, "iterations_planned": sched.iterations, "stopped_early": state.stopped_early,
+            "best_val_score": state.best_score, "train_images": len(data.train_idx), "validation_images": len(data.val_images),
+            "validation_indices": [int(i) for i in data.val_idx],
+            "validation_strips": {str(i): c for i, c in data.strips.items()}, "device": str(device),
+            "bfloat16": use_amp, "schedule": dataclasses.asdict(sched), "train_seconds": round(state.elapsed_s, 1),
             "processes": dinfo.world, "rank": dinfo.rank}
     distributed.barrier(dinfo)
     distributed.teardown(dinfo)
-    return TrainResult(network=model, history=list(state["history"]), info=info)
+    return TrainResult(network=model, history=list(state.history), info=info)
