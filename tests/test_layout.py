@@ -10,7 +10,12 @@ import pytest
 from stainseg.config import config_from_dict
 from stainseg.errors import StainsegError
 from stainseg.io.images import write_image
-from stainseg.io.layout import endpoint_sets, scan, split_sets
+from stainseg.io.layout import endpoint_sets, is_test, scan
+
+
+def held_out(cfg, sets) -> tuple[list, list]:
+    """(train, test) image sets by the experiment's [split] rules, as the stages pick them with ``is_test``."""
+    return [s for s in sets if not is_test(cfg, s)], [s for s in sets if is_test(cfg, s)]
 
 
 def cfg_for(root: Path, pattern: str, inputs: list[str], nuclei: str, **extra):
@@ -23,7 +28,7 @@ def test_bbbc022_names(bbbc022: Path) -> None:
     layout = scan(cfg)
     assert len(layout.image_sets) == 6 and not layout.unmatched and not layout.incomplete
     assert [s.name for s in layout.image_sets][:2] == ["A14_s1", "A14_s2"]
-    train, test = split_sets(cfg, layout.image_sets)
+    train, test = held_out(cfg, layout.image_sets)
     assert len(train) == 3 and len(test) == 3
     stack = layout.image_sets[0].load_stack(cfg.channels.input)
     assert stack.shape == (4, 520, 696) and stack.dtype == np.float32
@@ -71,7 +76,7 @@ def test_time_lapse_endpoint_missing_and_unmatched(tmp_path: Path) -> None:
     ends = endpoint_sets(cfg, layout.image_sets)
     assert sorted(s.name for s in ends) == ["A01_s1_t10", "A01_s2_t10"]  # t10 > t02 numerically
     assert "Hoechst" in ends[0].channels and "z" not in ends[0].fields
-    train, test = split_sets(cfg, ends)
+    train, test = held_out(cfg, ends)
     assert [s.fields["site"] for s in train] == ["1"] and [s.fields["site"] for s in test] == ["2"]
     assert "summary" and "2 files match no pattern" in layout.summary()
 
@@ -99,6 +104,6 @@ def test_test_fraction_is_seeded(tmp_path: Path) -> None:
     _tree(tmp_path / "img", names)
     cfg = cfg_for(tmp_path / "img", PATTERN, ["BF"], "BF", split={"test_fraction": 0.25, "seed": 3})
     sets = scan(cfg).image_sets
-    a = [s.name for s in split_sets(cfg, sets)[1]]
-    b = [s.name for s in split_sets(cfg, sets)[1]]
+    a = [s.name for s in held_out(cfg, sets)[1]]
+    b = [s.name for s in held_out(cfg, sets)[1]]
     assert a == b and 3 <= len(a) <= 20

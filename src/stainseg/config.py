@@ -194,11 +194,26 @@ class ExperimentConfig:
 
     @property
     def root_path(self) -> Path:
-        """``root`` resolved relative to the experiment file's folder."""
-        root = Path(self.root)
-        if not root.is_absolute() and self.source:
-            root = Path(self.source).parent / root
-        return root
+        """``root`` resolved relative to the experiment file's folder (:meth:`resolve_path`)."""
+        return self.resolve_path(self.root)
+
+    def resolve_path(self, value: str | Path) -> Path:
+        """A path named in the experiment: a relative one is taken relative to the experiment file's folder.
+
+        The one place where experiment paths (``root``, ``[evaluation] manual``, ``tracks`` ...) are resolved.
+
+        Examples
+        --------
+        >>> cfg = ExperimentConfig(source="/data/plate1/experiment.toml")
+        >>> cfg.resolve_path("masks").as_posix(), cfg.resolve_path("/abs/masks").as_posix()
+        ('/data/plate1/masks', '/abs/masks')
+        >>> ExperimentConfig().resolve_path("masks").as_posix()  # not loaded from a file: as given
+        'masks'
+        """
+        path = Path(value)
+        if not path.is_absolute() and self.source:
+            path = Path(self.source).parent / path
+        return path
 
     def dilation(self) -> int:
         """The post-segmentation dilation: configured, else 9 for cells and 3 for nuclei."""

@@ -202,13 +202,6 @@ def is_test(cfg: ExperimentConfig, iset: ImageSet) -> bool:
     return False
 
 
-def split_sets(cfg: ExperimentConfig, sets: list[ImageSet]) -> tuple[list[ImageSet], list[ImageSet]]:
-    """(train, test) image sets by the experiment's [split] rules."""
-    train = [s for s in sets if not is_test(cfg, s)]
-    test = [s for s in sets if is_test(cfg, s)]
-    return train, test
-
-
 def check_channels(cfg: ExperimentConfig, sets: list[ImageSet], stains: bool) -> None:
     """Every image set has the input channels (and, for end points, the stains) the config names."""
     needed = list(cfg.channels.input)

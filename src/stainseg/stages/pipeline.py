@@ -72,9 +72,7 @@ def _manual_file(cfg: ExperimentConfig, iset: ImageSet) -> Path | None:
     """The manual mask of an image set: a file in [evaluation] manual whose stem is the set's name or a source file's stem."""
     if not cfg.evaluation.manual:
         return None
-    folder = Path(cfg.evaluation.manual)
-    if not folder.is_absolute() and cfg.source:
-        folder = Path(cfg.source).parent / folder
+    folder = cfg.resolve_path(cfg.evaluation.manual)
     if not folder.is_dir():
         raise StainsegError("[evaluation] manual folder not found; fix the path (relative to the experiment file)", folder)
     stems = {iset.name} | {p.name.split(".")[0] for files in iset.channels.values() for p in files}
@@ -236,10 +234,7 @@ def _tracking_stage(cfg: ExperimentConfig, seg: Path) -> Callable[[Path], dict[s
 def _read_true_tracks(cfg: ExperimentConfig) -> list[dict[str, str]] | None:
     if not cfg.evaluation.tracks:
         return None
-    path = Path(cfg.evaluation.tracks)
-    if not path.is_absolute() and cfg.source:
-        path = Path(cfg.source).parent / path
-    return read_csv(path)
+    return read_csv(cfg.resolve_path(cfg.evaluation.tracks))
 
 
 def _add_tracks_to_cells(seg: Path, tracks: list[dict[str, Any]]) -> None:
