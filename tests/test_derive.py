@@ -203,3 +203,58 @@ def test_pooled_score_agrees_with_the_evaluator():
     assert ours["fraction_f_above"] == pytest.approx(overall["percent_f_above"] / 100.0)
     assert ours["f1"] == pytest.approx(overall["f1"])
     assert ours["n_pred"] == sum(len(np.unique(p)) - 1 for p in preds)
+
+
+def test_threshold_is_kept_when_the_crops_hold_few_objects():
+    """Under MIN_CALIBRATION_OBJECTS the derived threshold f/(1+f) stands; above it, the grid decides."""
+    from stainseg.segment.derive import MIN_CALIBRATION_OBJECTS
+
+    few = [nuclei_labels((128, 128), n=8, seed=40)]
+    # a map whose best threshold is far from the derived 0.75: nuclei at 0.55, background at 0.2
+    prob = [np.stack([1 - p, p]) for p in [np.where(few[0] > 0, 0.55, 0.2).astype(np.float32)]]
+    base = derived_settings(object_statistics(few), foreground_factor=3.0)
+    kept = calibrate(prob, few, base, {"dilation": (1,), "min_size_factor": (1.0,)})
+    assert kept["threshold_fixed"] and kept["objects"] == 8 < MIN_CALIBRATION_OBJECTS
+    assert kept["settings"]["threshold"] == base["threshold"] == 0.75
+    many = [nuclei_labels((256, 256), n=40, seed=s) for s in range(41, 46)]
+    prob = [np.stack([1 - p, p]) for p in [np.where(lab > 0, 0.55, 0.2).astype(np.float32) for lab in many]]
+    searched = calibrate(prob, many, base, {"dilation": (1,), "min_size_factor": (1.0,)})
+    assert not searched["threshold_fixed"] and searched["objects"] >= MIN_CALIBRATION_OBJECTS
+    assert searched["settings"]["threshold"] < 0.55 and searched["score"]["f1"] > 0.95
+
+
+def test_smoothing_in_probability_to_labels_equals_smoothing_first():
+    from stainseg.segment.derive import smooth_probability
+    from stainseg.segment.instances import probability_to_labels
+
+    lab = nuclei_labels((160, 160), n=12, seed=50)
+    rng = np.random.default_rng(5)
+    fg = np.clip(np.where(lab > 0, 0.6, 0.3) + rng.normal(0, 0.25, lab.shape), 0, 1).astype(np.float32)
+    prob = np.stack([1 - fg, fg])
+    opts = {"threshold": 0.45, "min_size": 20, "min_distance": 5, "dilation": 1}
+    direct = probability_to_labels(prob, smoothing=3.0, **opts)
+    np.testing.assert_array_equal(direct, probability_to_labels(smooth_probability(prob, 3.0), **opts))
+    plain = probability_to_labels(prob, **opts)
+    assert pooled_score([lab], [direct])["f1"] > pooled_score([lab], [plain])["f1"] + 0.3
+
+
+def test_derived_settings_are_stored_in_the_model_and_reload_identically(tmp_path):
+    """Model.calibrate's derived statistics, threshold, sizes and smoothing survive save/load bit for bit."""
+    from stainseg.model import Model
+
+    labs = [nuclei_labels((128, 128), n=10, seed=s) for s in (60, 61)]
+    model = Model.new(["phase"])
+    model.info["foreground_factor"] = 3.0
+    images = [np.where(lab > 0, 200.0, 100.0) for lab in labs]
+    stats = object_statistics(labs + [nuclei_labels((128, 128), n=10, radius=14.0, seed=62)])
+    record = model.calibrate(images, labs, statistics=stats)
+    assert record["threshold_fixed"] and model.segment_settings.threshold == 0.75  # 20 objects: derived f/(1+f)
+    assert model.derived["objects"] == stats  # all training labels, not only the crops
+    assert model.derived["derived"]["derived_from"]["foreground_factor"] == 3.0
+    model.segment_settings.smoothing = 2.5  # as a calibration that chose smoothing would set it
+    again = Model.load(model.save(tmp_path / "m"))
+    assert again.derived == json.loads(json.dumps(model.derived))
+    assert again.instance_options() == model.instance_options()
+    assert again.instance_options()["smoothing"] == 2.5
+    image = images[0]
+    np.testing.assert_array_equal(again.segment(image), model.segment(image))
