@@ -52,7 +52,7 @@ def _cmd_segment(a: argparse.Namespace) -> int:
     from stainseg.stages.segment import segment_experiment, segment_files
 
     opts = dict(save_probability=a.save_probability, save_uncertainty=a.save_uncertainty, resume=a.resume,
-                workers=a.workers, scheduler=a.scheduler, output_format=a.format, skip_flagged=a.skip_flagged)
+                workers=a.workers, scheduler=a.scheduler, output_format=a.format, skip_flagged=a.skip_flagged, engine=a.engine)
     if a.experiment:
         if a.images:
             raise StainsegError("give either IMAGE files or --experiment, not both")
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-flagged", action="store_true",
                    help="do not segment images the quality checks flag (blank, out of focus, unlike the training data ...): "
                         "they get empty labels and their reason in index.csv")
+    p.add_argument("--engine", choices=["auto", "torch", "onnx"], default=None,
+                   help="what runs the network (default: the model's [segment] engine, 'auto': ONNX Runtime on a CPU when the "
+                        "model folder has model.onnx, torch on a CUDA GPU); recorded in run.json")
     _parallel_args(p)
     p.set_defaults(func=_cmd_segment)
 

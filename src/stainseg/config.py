@@ -146,6 +146,9 @@ class SegmentConfig:
     Training chooses it on the validation crops among fractions of the typical object radius."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bfloat16: bool = True
+    engine: Literal["auto", "torch", "onnx"] = "auto"
+    """Inference engine: ``"auto"`` runs ONNX Runtime on the CPU when the model folder has ``model.onnx``
+    (written at training) and torch on a CUDA GPU or for older folders; ``"torch"`` / ``"onnx"`` force one."""
 
     def instance_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`stainseg.segment.instances.probability_to_labels` set here

@@ -122,7 +122,11 @@ class Model:
                  experiment: Optional[ExperimentConfig] = None, history: Optional[list[dict[str, Any]]] = None,
                  path: Optional[Path] = None, plane_names: Optional[Sequence[str]] = None,
                  reference: Optional[dict[str, Any]] = None) -> None:
-        self.network = network
+        self._network = network
+        self.onnx_file: Optional[Path] = None
+        """``MODEL/model.onnx`` of the folder this model was loaded from or saved to (None: none, or the network changed since)."""
+        self.engine_choice: Any = None
+        """How :meth:`load` resolved the engine (:class:`stainseg.segment.engine.EngineChoice`), or None."""
         self.input_channels = list(input_channels)
         if not self.input_channels:
             raise StainsegError("a model needs at least one input channel name")
@@ -169,8 +173,13 @@ class Model:
                    plane_names=plane_names)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> "Model":
+    def load(cls, path: str | Path, device: str = "auto", engine: Optional[str] = None) -> "Model":
         """Load a model folder (written by :meth:`save` or ``stainseg train``); one-line error if it is unusable.
+
+        ``engine`` (``"auto"``, ``"torch"``, ``"onnx"``; None: the folder's ``[segment] engine``)
+        chooses what runs the network (:mod:`stainseg.segment.engine`): on a machine without a
+        CUDA GPU, ``"auto"`` runs the folder's ``model.onnx`` with ONNX Runtime and torch is not
+        imported unless :attr:`network` is used.
 
         Examples
         --------
@@ -181,42 +190,62 @@ class Model:
         """
         from stainseg.modeldir import read_model_dir
 
-        model = read_model_dir(path)
-        if device != "auto":
-            model.segment_settings.device = device  # type: ignore[assignment]
-        return model
+        return read_model_dir(path, engine=engine, device=None if device == "auto" else device)
 
     @classmethod
-    def load_cached(cls, path: str | Path, device: str = "auto") -> "Model":
+    def load_cached(cls, path: str | Path, device: str = "auto", engine: Optional[str] = None) -> "Model":
         """:meth:`load`, once per process per folder (reloaded when ``model.pt`` changes): for hosts and workers."""
         path = Path(path).expanduser()
         weights = path / "model.pt"
-        key = (str(path.resolve()), weights.stat().st_mtime if weights.is_file() else 0.0, device)
+        key = (str(path.resolve()), weights.stat().st_mtime if weights.is_file() else 0.0, device, str(engine))
         with _CACHE_LOCK:
             if key not in _CACHE:
-                _CACHE[key] = cls.load(path, device)
+                _CACHE[key] = cls.load(path, device, engine)
             return _CACHE[key]
 
-    def save(self, path: str | Path) -> Path:
-        """Write the model folder (every file atomically); returns the folder."""
-        from stainseg.modeldir import write_model_dir
+    def save(self, path: str | Path, onnx: bool = True) -> Path:
+        """Write the model folder (every file atomically); returns the folder.
 
-        self.path = write_model_dir(self, path)
+        With ``onnx`` (default) the folder also gets ``model.onnx``, exported from the network and
+        checked against torch to 1e-4, so that segmentation on a CPU needs no torch.
+        """
+        from stainseg.modeldir import ONNX_FILE, write_model_dir
+
+        self.path = write_model_dir(self, path, onnx=onnx)
+        onnx_file = self.path / ONNX_FILE
+        self.onnx_file = onnx_file if onnx_file.is_file() else None
+        self.engine_choice = None
         return self.path
+
+    # ------------------------------------------------------------------ network
+    @property
+    def network(self) -> Any:
+        """The torch network (:class:`stainseg.network.StainNet`); read from ``model.pt`` on first use when loaded lazily."""
+        from stainseg.modeldir import LazyNetwork
+
+        if isinstance(self._network, LazyNetwork):
+            self._network = self._network.load()
+        return self._network
+
+    @network.setter
+    def network(self, value: Any) -> None:
+        self._network = value
+        self.onnx_file = None  # an exported graph holds the old weights
+        self.engine_choice = None
 
     # ------------------------------------------------------------------ facts
     @property
     def in_channels(self) -> int:
         """Number of network input planes."""
-        return int(self.network.in_channels)
+        return int(self._network.in_channels)
 
     @property
     def n_classes(self) -> int:
-        return int(self.network.n_classes)
+        return int(self._network.n_classes)
 
     @property
     def network_config(self) -> ModelConfig:
-        return self.network.cfg
+        return self._network.cfg
 
     @property
     def dilation(self) -> int:
@@ -272,13 +301,45 @@ class Model:
         self.preprocessing.statistics = channel_statistics(corrected, self.preprocessing.low, self.preprocessing.high)
 
     # ------------------------------------------------------------------ inference
-    def predictor(self, progress: Optional[Callable[[int], None]] = None) -> Callable[[np.ndarray], np.ndarray]:
-        """The tile predictor ``(N, C, t, t) -> (N, K, t, t)`` on the model's device (built once)."""
-        from stainseg.segment.predictor import TorchPredictor
+    def engine(self) -> Any:
+        """The engine that runs the network now and why (:class:`stainseg.segment.engine.EngineChoice`).
 
-        key = (id(self.network), self.segment_settings.device, self.segment_settings.bfloat16)
+        Examples
+        --------
+        >>> Model.new(["DNA"]).engine().engine   # in memory, no model.onnx yet
+        'torch'
+        """
+        from stainseg.segment.engine import choose_engine
+
+        s = self.segment_settings
+        if self.engine_choice is None or getattr(self, "_engine_key", None) != (s.engine, s.device, self.onnx_file):
+            self.engine_choice = choose_engine(s.engine, s.device, self.onnx_file)
+            self._engine_key = (s.engine, s.device, self.onnx_file)
+        return self.engine_choice
+
+    def engine_facts(self) -> dict[str, Any]:
+        """What run.json records of the engine: setting, engine used, why, and the runtime in one line."""
+        choice = self.engine()
+        predictor = self.predictor()
+        return {"setting": self.segment_settings.engine, "engine": choice.engine, "reason": choice.reason,
+                "runtime": predictor.describe() if hasattr(predictor, "describe") else choice.engine}
+
+    def predictor(self, progress: Optional[Callable[[int], None]] = None) -> Callable[[np.ndarray], np.ndarray]:
+        """The tile predictor ``(N, C, t, t) -> (N, K, t, t)`` of the model's engine (built once).
+
+        ONNX Runtime (``model.onnx``, float32, CPU) or torch on the model's device
+        (:meth:`engine`)."""
+        engine = self.engine().engine
+        key = (engine, id(self._network), self.segment_settings.device, self.segment_settings.bfloat16, self.onnx_file)
         if self._predictor is None or self._predictor_key != key:
-            self._predictor = TorchPredictor(self.network, device=self.segment_settings.device, bfloat16=self.segment_settings.bfloat16)
+            if engine == "onnx":
+                from stainseg.segment.onnx_engine import OnnxPredictor
+
+                self._predictor = OnnxPredictor(self.onnx_file)  # type: ignore[arg-type]
+            else:
+                from stainseg.segment.predictor import TorchPredictor
+
+                self._predictor = TorchPredictor(self.network, device=self.segment_settings.device, bfloat16=self.segment_settings.bfloat16)
             self._predictor_key = key
         if progress is None:
             return self._predictor

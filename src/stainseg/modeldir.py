@@ -3,6 +3,8 @@
 Files (all written atomically)::
 
     MODEL/model.pt         network weights (state_dict)
+    MODEL/model.onnx       the same network for ONNX Runtime (batch norm folded, checked against torch
+                           to 1e-4 when written): segmenting on a CPU runs it without importing torch
     MODEL/model.json       the model's own settings, each stored once: format version, objects, input
                            channels, network, preprocessing with the normalisation statistics of the
                            training images, segmentation settings, settings derived from the training
@@ -10,6 +12,9 @@ Files (all written atomically)::
     MODEL/experiment.toml  provenance: the experiment the model was trained on (loading never reads it)
     MODEL/history.csv      loss and validation score during training (and history.png, the same as a plot)
     MODEL/summary.txt      architecture, parameter count, FLOPs per pixel
+
+A folder without ``model.onnx`` (written before the ONNX engine, or where the export failed)
+runs with torch; segmenting never writes into the model folder.
 
 Folders written by stainseg 0.1 (``format_version`` 1: ``model.json`` + a whole-experiment
 ``config.toml``) are read too: their network and ``[segment]`` settings come from ``config.toml``
@@ -35,7 +40,9 @@ from stainseg.preprocess import Preprocessing
 if TYPE_CHECKING:
     from stainseg.model import Model
 
-__all__ = ["write_model_dir", "read_model_dir", "FORMAT_VERSION"]
+__all__ = ["write_model_dir", "read_model_dir", "FORMAT_VERSION", "LazyNetwork", "ONNX_FILE"]
+
+ONNX_FILE = "model.onnx"
 
 FORMAT_VERSION = 2
 RETRAIN = "re-run 'stainseg train EXPERIMENT -o MODEL' to write a model folder this version reads"
@@ -48,11 +55,17 @@ def _history_plot(path: Path, history: Sequence[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    its = [row["iteration"] for row in history]
-    ax.plot(its, [row["loss"] for row in history], color="tab:blue", label="training loss")
+    def number(value: Any) -> float:  # rows read back from history.csv hold strings ('' when missing)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    its = [number(row["iteration"]) for row in history]
+    ax.plot(its, [number(row["loss"]) for row in history], color="tab:blue", label="training loss")
     ax.set_xlabel("iteration")
     ax.set_ylabel("weighted softmax loss", color="tab:blue")
-    scores = [row.get("val_score", float("nan")) for row in history]
+    scores = [number(row.get("val_score")) for row in history]
     if any(np.isfinite(s) for s in scores):
         ax2 = ax.twinx()
         ax2.plot(its, scores, color="tab:orange", marker="o", ms=3, label="validation Dice")
@@ -87,8 +100,29 @@ def _settings(model: "Model") -> dict[str, Any]:
     }
 
 
-def write_model_dir(model: "Model", out_dir: str | Path) -> Path:
-    """Write ``model`` as a complete folder (see the module docstring); returns the folder."""
+def _write_onnx(model: "Model", out_dir: Path) -> bool:
+    """Write ``MODEL/model.onnx`` (checked against torch); on failure remove any older one and say why on stderr."""
+    import sys
+
+    from stainseg.segment.onnx_engine import export_onnx
+
+    target = out_dir / ONNX_FILE
+    try:
+        export_onnx(model.network, target, model.in_channels)
+        return True
+    except (StainsegError, ImportError, RuntimeError) as exc:
+        if target.exists():
+            target.unlink()  # an older export would not match the new weights
+        print(f"stainseg: no {ONNX_FILE} written ({' '.join(str(exc).split())[:200]}); the model runs with torch", file=sys.stderr)
+        return False
+
+
+def write_model_dir(model: "Model", out_dir: str | Path, onnx: bool = True) -> Path:
+    """Write ``model`` as a complete folder (see the module docstring); returns the folder.
+
+    With ``onnx`` the network is also exported to ``model.onnx`` (about 1 s), for segmentation
+    without torch on the CPU.
+    """
     import torch
 
     from stainseg.network import describe
@@ -98,6 +132,10 @@ def write_model_dir(model: "Model", out_dir: str | Path) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(state, tmp)
+    if onnx:
+        _write_onnx(model, out_dir)
+    elif (out_dir / ONNX_FILE).exists():
+        (out_dir / ONNX_FILE).unlink()  # would not match the new weights
     write_json(out_dir / "model.json", _settings(model))
     if model.experiment is not None:
         save_config(model.experiment, out_dir / "experiment.toml")
@@ -160,12 +198,57 @@ def _v1_settings(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_model_dir(model_dir: str | Path) -> "Model":
-    """Read a model folder (this version's or stainseg 0.1's); one-line :class:`StainsegError` when it is unusable."""
+class LazyNetwork:
+    """The facts of a saved network (config, inputs, classes) whose torch weights load on first use.
+
+    :class:`stainseg.Model` holds one of these instead of the torch network when the model
+    folder is segmented with ONNX Runtime, so that torch is imported only if the network itself
+    is asked for (training, export, the torch engine).
+    """
+
+    def __init__(self, cfg: ModelConfig, n_classes: int, weights: Path) -> None:
+        self.cfg = cfg
+        self.in_channels = int(cfg.in_channels)
+        self.n_classes = int(n_classes)
+        self.weights = weights
+
+    def load(self) -> Any:
+        """The torch ``StainNet`` with the saved weights (eval mode); one-line error when they are unusable."""
+        return _load_network(self.cfg, self.weights)
+
+
+def _load_network(network_cfg: ModelConfig, weights_path: Path) -> Any:
     import torch
 
-    from stainseg.model import Model
     from stainseg.network import StainNet
+
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated zip, garbage, a pickle that is not a plain state dict ...
+        raise StainsegError("weights are corrupt or truncated (not a readable PyTorch state dict); "
+                            "copy the model folder again or re-run 'stainseg train'", weights_path) from None
+    try:
+        network = StainNet(network_cfg)
+        network.load_state_dict(state)
+    except Exception as exc:  # missing / unexpected keys, shape mismatch
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        reason = (lines[1] if len(lines) > 1 else lines[0])[:160]
+        raise StainsegError(f"weights do not match model.json ({reason}); keep model.pt and model.json of one training run "
+                            "or re-run 'stainseg train'", weights_path) from None
+    return network.eval()
+
+
+def read_model_dir(model_dir: str | Path, engine: str | None = None, device: str | None = None) -> "Model":
+    """Read a model folder (this version's or stainseg 0.1's); one-line :class:`StainsegError` when it is unusable.
+
+    ``engine`` / ``device`` override the folder's ``[segment]`` settings. When they resolve to
+    ONNX Runtime (:func:`stainseg.segment.engine.choose_engine`), the torch weights are not
+    read (torch is not imported) until the network itself is used.
+    """
+    import zipfile
+
+    from stainseg.model import Model
+    from stainseg.segment.engine import choose_engine
 
     model_dir = Path(model_dir).expanduser()
     if not model_dir.is_dir():
@@ -191,19 +274,21 @@ def read_model_dir(model_dir: str | Path) -> "Model":
         segment = _dataclass_from(SegmentConfig, dict(settings["segment"]), meta_path)
     except (KeyError, TypeError) as exc:
         raise StainsegError(f"lacks or garbles a setting ({exc}); {RETRAIN}", meta_path) from None
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception:  # truncated zip, garbage, a pickle that is not a plain state dict ...
-        raise StainsegError("weights are corrupt or truncated (not a readable PyTorch state dict); "
-                            "copy the model folder again or re-run 'stainseg train'", weights_path) from None
-    try:
-        network = StainNet(network_cfg)
-        network.load_state_dict(state)
-    except Exception as exc:  # missing / unexpected keys, shape mismatch
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-        reason = (lines[1] if len(lines) > 1 else lines[0])[:160]
-        raise StainsegError(f"weights do not match model.json ({reason}); keep model.pt and model.json of one training run "
-                            "or re-run 'stainseg train'", weights_path) from None
+    if engine is not None:
+        segment.engine = engine
+    if device is not None:
+        segment.device = device
+    onnx_path = model_dir / ONNX_FILE
+    choice = choose_engine(segment.engine, segment.device, onnx_path if onnx_path.is_file() else None)
+    network: Any
+    if choice.engine == "onnx":
+        if not zipfile.is_zipfile(weights_path):  # the cheap check of model.pt without torch
+            raise StainsegError("weights are corrupt or truncated (not a readable PyTorch state dict); "
+                                "copy the model folder again or re-run 'stainseg train'", weights_path)
+        n_classes = int(settings.get("n_classes") or (3 if network_cfg.head == "3class" else 2))
+        network = LazyNetwork(network_cfg, n_classes, weights_path)
+    else:
+        network = _load_network(network_cfg, weights_path)
     history = []
     history_path = model_dir / "history.csv"
     if history_path.is_file():
@@ -211,7 +296,9 @@ def read_model_dir(model_dir: str | Path) -> "Model":
 
         history = read_csv(history_path)
     experiment = None  # provenance only: never needed to run the model
-    return Model(network.eval(), settings["input_channels"], objects=settings["objects"], preprocessing=preprocessing,
-                 segment=segment, derived=settings.get("derived", {}), info=settings.get("training", {}),
-                 experiment=experiment, history=history, path=model_dir, plane_names=settings.get("plane_names"),
-                 reference=settings.get("quality"))
+    model = Model(network, settings["input_channels"], objects=settings["objects"], preprocessing=preprocessing,
+                  segment=segment, derived=settings.get("derived", {}), info=settings.get("training", {}),
+                  experiment=experiment, history=history, path=model_dir, plane_names=settings.get("plane_names"),
+                  reference=settings.get("quality"))
+    model.onnx_file = onnx_path if onnx_path.is_file() else None
+    return model

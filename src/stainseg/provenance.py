@@ -11,13 +11,19 @@ from stainseg import __version__
 
 
 def versions() -> dict[str, str]:
-    """Versions of stainseg, Python and the libraries that shape results."""
+    """Versions of stainseg, Python and the libraries that shape results.
+
+    Read from the installed package metadata, so that recording them imports nothing (importing
+    torch alone takes 2-3 s, and segmenting with ONNX Runtime does not need it).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
     out = {"stainseg": __version__, "python": sys.version.split()[0]}
-    for name in ("numpy", "scipy", "skimage", "torch", "tifffile", "zarr", "dask"):
+    for name, dist in (("numpy", "numpy"), ("scipy", "scipy"), ("skimage", "scikit-image"), ("torch", "torch"),
+                       ("onnxruntime", "onnxruntime"), ("tifffile", "tifffile"), ("zarr", "zarr"), ("dask", "dask")):
         try:
-            module = __import__(name)
-            out[name] = getattr(module, "__version__", "?")
-        except ImportError:
+            out[name] = version(dist)
+        except PackageNotFoundError:
             continue
     return out
 

@@ -58,7 +58,7 @@ def flag_summary(rows: Sequence[dict[str, Any]]) -> str:
     return f"flagged {flagged} of {len(rows)} images: {parts}{tail} (reasons in index.csv)"
 
 
-def _loaded(model_dir: str) -> Any:
+def _loaded(model_dir: str, engine: str | None = None) -> Any:
     """The model of a folder, loaded once per process (counted per Dask worker)."""
     from stainseg.model import Model
 
@@ -66,7 +66,7 @@ def _loaded(model_dir: str) -> Any:
     if key not in _COUNTED:
         _COUNTED.add(key)
         note_load(f"model {model_dir}")
-    return Model.load_cached(model_dir)
+    return Model.load_cached(model_dir, engine=engine)
 
 
 _COUNTED: set[tuple[str, str]] = set()
@@ -114,7 +114,7 @@ def _load_task(task: dict[str, Any]) -> dict[str, Any]:
     if task["resume"] and label_path.exists() and record_path.exists():
         return {"record": json.loads(record_path.read_text())}
     t0 = time.perf_counter()
-    model = _loaded(task["model"])
+    model = _loaded(task["model"], task.get("engine"))
     n_in = model.in_channels
     if task.get("channels"):
         from stainseg.io.layout import ImageSet
@@ -143,7 +143,7 @@ def _compute_task(state: dict[str, Any]) -> dict[str, Any]:
     """Stage 2: pre-processing, tiled inference and instances (the parts that use every core)."""
     if "record" in state:
         return state
-    model = _loaded(state["task"]["model"])
+    model = _loaded(state["task"]["model"], state["task"].get("engine"))
     stack = state["stack"]
     flags = None
     if state["task"].get("skip_flagged"):
@@ -164,7 +164,7 @@ def _finish_task(state: dict[str, Any]) -> dict[str, Any]:
     if "record" in state:
         return state["record"]
     task, stack = state["task"], state["stack"]
-    model = _loaded(task["model"])
+    model = _loaded(task["model"], task.get("engine"))
     out, name = Path(task["out"]), task["name"]
     label_path, record_path = out / "labels" / f"{name}.tif", out / "records" / f"{name}.json"
     labels = state["labels"]
@@ -181,7 +181,7 @@ def _finish_task(state: dict[str, Any]) -> dict[str, Any]:
     record = {"name": name, **task.get("fields", {}), "cells": len(cells),
               "label_file": str(label_path), "sources": ";".join(state["sources"]), "shape": "x".join(map(str, labels.shape)),
               "flags": ";".join(f.code for f in flags), "flag_reasons": " | ".join(f.reason for f in flags),
-              "skipped": bool(state.get("skipped", False)),
+              "skipped": bool(state.get("skipped", False)), "engine": model.engine().engine,
               **{k: round(v, 4) for k, v in timings.items()}}
     write_json(record_path, record)
     return record
@@ -192,12 +192,11 @@ def _segment_task(task: dict[str, Any]) -> dict[str, Any]:
     return _finish_task(_compute_task(_load_task(task)))
 
 
-def _model_facts(model_dir: Path) -> dict[str, Any]:
-    """What run.json records of the model (its model.json), after checking that the folder loads."""
-    from stainseg.model import Model
-
-    Model.load(model_dir)
-    return json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
+def _model_facts(model_dir: Path, engine: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What run.json records of the model (its model.json) and of the engine that runs it, after checking that the folder loads."""
+    model = _loaded(str(model_dir.resolve()), engine)
+    meta = json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
+    return meta, model.engine_facts()
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -207,8 +206,9 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return [f"{p.parent.name}_{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
 
 
-def _run(model_dir: Path, meta: dict[str, Any], tasks: list[dict[str, Any]], names: list[str], out: Path, extra: dict[str, Any],
-         workers: int, scheduler: str | None, output_format: str) -> SegmentResult:
+def _run(model_dir: Path, facts: tuple[dict[str, Any], dict[str, Any]], tasks: list[dict[str, Any]], names: list[str], out: Path,
+         extra: dict[str, Any], workers: int, scheduler: str | None, output_format: str) -> SegmentResult:
+    meta, engine_facts = facts
     t0 = time.time()
     with folder_lock(out, "stainseg segment"):
         for sub in ("labels", "records"):
@@ -230,37 +230,40 @@ def _run(model_dir: Path, meta: dict[str, Any], tasks: list[dict[str, Any]], nam
         seconds = time.time() - t0
         flags = {row["name"]: row["flag_reasons"] for row in rows if row.get("flags")}
         write_json(out / "run.json", {"stage": "segment", "model": str(model_dir), "model_meta": meta, **provenance(),
-                                      "flagged": flags,
+                                      "engine": engine_facts, "flagged": flags,
                                       **extra, "seconds": round(seconds, 2), "images": len(tasks), "completed": len(rows),
                                       "failed": [{"image": n, "error": e} for n, e in result.failed]})
     return SegmentResult(out=out, rows=rows, failed=result.failed, seconds=seconds)
 
 
 def _base_task(model_dir: Path, out: Path, name: str, save_probability: bool, save_uncertainty: bool, resume: bool,
-               skip_flagged: bool = False) -> dict[str, Any]:
+               skip_flagged: bool = False, engine: str | None = None) -> dict[str, Any]:
     return {"model": str(model_dir.resolve()), "out": str(out.resolve()), "name": name, "resume": resume,
-            "save_probability": save_probability, "save_uncertainty": save_uncertainty, "skip_flagged": skip_flagged}
+            "save_probability": save_probability, "save_uncertainty": save_uncertainty, "skip_flagged": skip_flagged,
+            "engine": engine}
 
 
 def segment_files(model_dir: str | Path, images: Sequence[str | Path], out: str | Path, save_probability: bool = False,
                   save_uncertainty: bool = False, resume: bool = False, workers: int = 0, scheduler: str | None = None,
-                  output_format: str = "tiff", skip_flagged: bool = False) -> SegmentResult:
+                  output_format: str = "tiff", skip_flagged: bool = False, engine: str | None = None) -> SegmentResult:
     """Segment plain image files; each file is one image set (2-D, or a stack of the model's input channels).
 
     Every image is checked against the training images; its quality flags go to ``index.csv``
-    (``flags``, ``flag_reasons``). With ``skip_flagged`` a flagged image is not segmented (empty labels)."""
+    (``flags``, ``flag_reasons``). With ``skip_flagged`` a flagged image is not segmented (empty labels).
+    ``engine`` (``"auto"``, ``"torch"``, ``"onnx"``; None: the model's setting) is recorded in run.json."""
     model_dir, out = Path(model_dir), Path(out)
-    meta = _model_facts(model_dir)  # fails early, in one line, on a broken model dir
+    facts = _model_facts(model_dir, engine)  # fails early, in one line, on a broken model dir
     paths = [Path(p) for p in images]
     names = _unique_names(paths)
-    tasks = [{**_base_task(model_dir, out, n, save_probability, save_uncertainty, resume, skip_flagged), "path": str(p.resolve())}
+    tasks = [{**_base_task(model_dir, out, n, save_probability, save_uncertainty, resume, skip_flagged, engine), "path": str(p.resolve())}
              for p, n in zip(paths, names)]
-    return _run(model_dir, meta, tasks, names, out, {"inputs": [str(p) for p in paths]}, workers, scheduler, output_format)
+    return _run(model_dir, facts, tasks, names, out, {"inputs": [str(p) for p in paths]}, workers, scheduler, output_format)
 
 
 def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out: str | Path, save_probability: bool = False,
                        save_uncertainty: bool = False, resume: bool = False, workers: int = 0, scheduler: str | None = None,
-                       output_format: str = "tiff", only: Sequence[str] | None = None, skip_flagged: bool = False) -> SegmentResult:
+                       output_format: str = "tiff", only: Sequence[str] | None = None, skip_flagged: bool = False,
+                       engine: str | None = None) -> SegmentResult:
     """Segment every image set (every time point of every site) of an experiment with a model.
 
     ``experiment`` is a TOML path or a loaded :class:`~stainseg.config.ExperimentConfig`;
@@ -270,7 +273,8 @@ def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out:
     from stainseg.io.layout import scan
     model_dir, out = Path(model_dir), Path(out)
     cfg = experiment if isinstance(experiment, ExperimentConfig) else load_config(experiment)
-    meta = _model_facts(model_dir)
+    facts = _model_facts(model_dir, engine)
+    meta = facts[0]
     sets = scan(cfg).image_sets
     if only is not None:
         wanted = set(only)
@@ -278,6 +282,6 @@ def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out:
     sets = [s for s in sets if all(ch in s.channels for ch in meta["input_channels"])]
     if not sets:
         raise StainsegError(f"no image set has the model's input channels {meta['input_channels']}; check [channels] input", cfg.source)
-    tasks = [{**_base_task(model_dir, out, s.name, save_probability, save_uncertainty, resume, skip_flagged), "fields": s.fields,
+    tasks = [{**_base_task(model_dir, out, s.name, save_probability, save_uncertainty, resume, skip_flagged, engine), "fields": s.fields,
               "channels": {k: [str(Path(p).resolve()) for p in v] for k, v in s.channels.items()}} for s in sets]
-    return _run(model_dir, meta, tasks, [s.name for s in sets], out, {"experiment": cfg.source}, workers, scheduler, output_format)
+    return _run(model_dir, facts, tasks, [s.name for s in sets], out, {"experiment": cfg.source}, workers, scheduler, output_format)
