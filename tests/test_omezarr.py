@@ -9,7 +9,7 @@ from skimage.draw import disk
 
 from stainseg.errors import StainsegError
 from stainseg.io.images import write_labels
-from stainseg.io.omezarr import read_field_labels, write_label_image, write_plate_labels
+from stainseg.io.omezarr import read_field_labels, write_plate_labels
 
 
 def _cells(seed: int, shape=(96, 128), n=12) -> np.ndarray:
@@ -105,44 +105,3 @@ def test_plate_without_time_is_yx(tmp_path, plate_rows):
     field = zarr.open_group(str(path), mode="r")["A/1/1"]
     assert [a["name"] for a in field.attrs["multiscales"][0]["axes"]] == ["y", "x"]
     np.testing.assert_array_equal(read_field_labels(path, "A01", 1), truth[("A01", "2", "00")])
-
-
-class _CountingArray:
-    """Array-like that records the largest block read (to prove the writer works block-wise)."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data, self.shape, self.dtype, self.largest = data, data.shape, data.dtype, 0
-
-    def __getitem__(self, index):
-        block = self.data[index]
-        self.largest = max(self.largest, block.size)
-        return block
-
-
-def test_large_label_image_blockwise_pyramid(tmp_path):
-    from ome_zarr.io import parse_url
-    from ome_zarr.reader import Reader
-
-    rng = np.random.default_rng(1)
-    labels = np.kron(rng.integers(0, 70000, (130, 210)), np.ones((10, 10), np.int64))  # 1300 x 2100, > uint16 ids
-    source = _CountingArray(labels)
-    path = write_label_image(tmp_path / "big.ome.zarr", source, chunk=256)
-    root = zarr.open_group(str(path), mode="r")
-    assert [root[k].shape for k in ("0", "1", "2")] == [(1300, 2100), (650, 1050), (325, 525)]
-    np.testing.assert_array_equal(root["0"][:], labels)
-    np.testing.assert_array_equal(root["2"][:], labels[::4, ::4])  # nearest: ids preserved, none invented
-    assert set(np.unique(root["1"][:])) <= set(np.unique(labels))
-    assert source.largest <= 1024 * 1024 < labels.size  # never the whole image at once
-    assert root["0"].chunks == (256, 256)
-    node = list(Reader(parse_url(str(path)))())[0]
-    assert [d.shape for d in node.data] == [(1300, 2100), (650, 1050), (325, 525)]
-
-
-def test_large_label_image_from_dask(tmp_path):
-    import dask.array as da
-
-    labels = _cells(5, shape=(300, 500))
-    path = write_label_image(tmp_path / "d.ome.zarr", da.from_array(labels, chunks=100), chunk=128)
-    np.testing.assert_array_equal(zarr.open_group(str(path), mode="r")["0"][:], labels)
-    with pytest.raises(StainsegError, match="integer"):
-        write_label_image(tmp_path / "f.ome.zarr", labels.astype(np.float32))

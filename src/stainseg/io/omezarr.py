@@ -1,4 +1,4 @@
-"""Label images as OME-Zarr (NGFF 0.4, zarr format 2): an HCS plate of label fields, or one large label image.
+"""Label images as OME-Zarr (NGFF 0.4, zarr format 2): an HCS plate of label fields.
 
 Layout of a plate (``write_plate_labels``)::
 
@@ -13,8 +13,8 @@ field has the same T length and napari shows one time slider. A time point missi
 (failed or absent image set) is an all-zero plane, listed in the field's ``stainseg.missing_times``.
 Without a ``time`` field the axes are (y, x). Label ids are stored as uint32.
 
-Everything is written block-wise: one time plane (plates) or one ``chunk`` x ``chunk`` block
-(single images) at a time, so no full copy of a large image is held in memory. The store is built
+Everything is written plane by plane (one time plane of one field at a time), so no full copy of
+the plate is held in memory. The store is built
 in a temporary folder beside the target and renamed onto it when complete (readers never see a
 half-written plate).
 """
@@ -211,50 +211,6 @@ def _write_field(group, by_time: Mapping[str, Mapping[str, Any]], times: list[st
         names.append(str(row.get("name", "")))
     _write_multiscale_metadata(group, len(shape), levels, "tyx" if has_time else "yx", name,
                                {"site": site, "image_sets": names, "missing_times": absent})
-
-
-def write_label_image(path: str | Path, labels: Any, name: str = "labels", chunk: int = 1024) -> Path:
-    """Write one (possibly larger than memory) label image as an OME-Zarr multiscale image, block by block.
-
-    Parameters
-    ----------
-    path : str or Path
-        The ``.ome.zarr`` folder to write (replaced atomically if it exists).
-    labels : array-like, (Y, X)
-        A numpy, zarr or dask array of non-negative label ids; only one ``chunk`` x ``chunk``
-        block is read (or computed) at a time.
-    name : str
-        Name of the image.
-    chunk : int
-        Chunk (and block) side.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    if len(labels.shape) != 2:
-        raise StainsegError(f"label image must be 2-D (Y, X), got shape {tuple(labels.shape)}", path)
-    if not np.issubdtype(np.dtype(labels.dtype), np.integer):
-        raise StainsegError(f"label image must hold integer ids, got {labels.dtype}", path)
-    shape = tuple(int(s) for s in labels.shape)
-    levels = pyramid_levels(shape)
-    step = chunk * 2 ** (levels - 1)  # a block aligned with the chunks of every level
-    path = Path(path)
-    with _Staging(path) as root:
-        arrays = _create_levels(root, shape, levels, chunk)
-        for y0 in range(0, shape[0], step):
-            for x0 in range(0, shape[1], step):
-                block = np.asarray(labels[y0:y0 + step, x0:x0 + step])
-                if block.size and block.min() < 0:
-                    raise StainsegError("label image has negative values", path)
-                block = block.astype(LABEL_DTYPE, copy=False)
-                for level, arr in enumerate(arrays):
-                    f = 2 ** level
-                    sub = block[::f, ::f]
-                    arr[y0 // f:y0 // f + sub.shape[0], x0 // f:x0 // f + sub.shape[1]] = sub
-        _write_multiscale_metadata(root, 2, levels, "yx", name, {})
-    return path
 
 
 def read_field_labels(path: str | Path, well: str, field: int = 0, level: int = 0) -> np.ndarray:
