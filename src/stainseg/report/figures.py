@@ -105,3 +105,117 @@ def track_animation(frames: Sequence[np.ndarray], labels: Sequence[np.ndarray], 
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
     return data
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _zoom(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """Enlarge by an integer factor, pixel for pixel (no smoothing: every image pixel stays visible)."""
+    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1) if factor > 1 else rgb
+
+
+def outline_view(image: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None,
+                 colour: Sequence[float] = (1.0, 0.85, 0.0), reference_colour: Sequence[float] = (0.0, 0.8, 1.0)) -> np.ndarray:
+    """RGB float picture of a grey image with the outlines of ``labels`` (and, beneath them, of ``reference``).
+
+    Example
+    -------
+    >>> lab = np.zeros((32, 32), int); lab[8:20, 8:20] = 1
+    >>> outline_view(np.random.default_rng(0).random((32, 32)), lab)[8, 10].tolist()
+    [1.0, 0.85, 0.0]
+    """
+    rgb = np.repeat(stretch(image)[..., None], 3, axis=-1)
+    if reference is not None:
+        rgb[find_boundaries(reference, mode="inner")] = reference_colour
+    rgb[find_boundaries(labels, mode="inner")] = colour
+    return rgb
+
+
+def busiest_windows(labels: np.ndarray, side: int, n: int) -> list[tuple[int, int]]:
+    """Top-left corners of up to ``n`` non-overlapping ``side`` x ``side`` windows holding the most objects.
+
+    Example
+    -------
+    >>> lab = np.zeros((200, 200), int); lab[150:160, 150:160] = 1; lab[170:180, 150:160] = 2
+    >>> busiest_windows(lab, 64, 1)
+    [(136, 122)]
+    """
+    from scipy import ndimage as ndi
+
+    h, w = labels.shape
+    side_y, side_x = min(side, h), min(side, w)
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    centres = np.array(ndi.center_of_mass(labels > 0, labels, ids)).reshape(-1, 2) if len(ids) else np.zeros((0, 2))
+    # windows centred on each object (clipped to the image), and a coarse grid for images without objects
+    corners = {(int(np.clip(cy - side_y / 2, 0, h - side_y)), int(np.clip(cx - side_x / 2, 0, w - side_x))) for cy, cx in centres}
+    corners |= {(y, x) for y in range(0, h - side_y + 1, max(8, side_y // 2)) for x in range(0, w - side_x + 1, max(8, side_x // 2))}
+    candidates = []
+    for y, x in corners:
+        inside = (centres[:, 0] >= y) & (centres[:, 0] < y + side_y) & (centres[:, 1] >= x) & (centres[:, 1] < x + side_x)
+        spread = float(np.abs(centres[inside] - (y + side_y / 2, x + side_x / 2)).sum()) if inside.any() else 0.0
+        candidates.append((-int(inside.sum()), spread, y, x))  # most objects, then best centred
+    chosen: list[tuple[int, int]] = []
+    for _, _, y, x in sorted(candidates):
+        if all(abs(y - cy) >= side_y or abs(x - cx) >= side_x for cy, cx in chosen):
+            chosen.append((y, x))
+        if len(chosen) == n:
+            break
+    return chosen
+
+
+def result_views(image: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None, n_crops: int = 3,
+                 crop: int = 128, zoom: int = 2, max_side: int = 1000) -> tuple[bytes, list[tuple[bytes, tuple[int, int]]]]:
+    """The report's lead figure: a whole view with numbered crop boxes, and the crops enlarged pixel for pixel.
+
+    The whole view is shown at full resolution (enlarged ``zoom`` x when it fits in ``max_side``,
+    shrunk only when the image is larger); each crop of ``crop`` px is enlarged ``zoom`` x without
+    smoothing, so single cells and their outlines can be judged.
+
+    Returns
+    -------
+    whole : bytes
+        PNG of the whole view.
+    crops : list of (bytes, (y, x))
+        PNG of each crop and its top-left corner in the image.
+    """
+    from PIL import Image, ImageDraw
+
+    rgb = outline_view(image, labels, reference)
+    corners = busiest_windows(labels if reference is None else np.maximum(labels, reference), crop, n_crops)
+    crops = [(_png(_zoom(rgb[y:y + crop, x:x + crop], zoom)), (y, x)) for y, x in corners]
+    h, w = labels.shape
+    factor = zoom if max(h, w) * zoom <= max_side else 1
+    pic = Image.fromarray((np.clip(_zoom(rgb, factor), 0, 1) * 255).astype(np.uint8))
+    scale = float(factor)
+    if max(pic.size) > max_side:
+        shrink = max_side / max(pic.size)
+        pic = pic.resize((round(pic.size[0] * shrink), round(pic.size[1] * shrink)), Image.Resampling.LANCZOS)
+        scale *= shrink
+    draw = ImageDraw.Draw(pic)
+    for i, (y, x) in enumerate(corners, 1):
+        box = [x * scale, y * scale, (x + min(crop, w)) * scale - 1, (y + min(crop, h)) * scale - 1]
+        draw.rectangle(box, outline=(255, 64, 255), width=2)
+        draw.text((box[0] + 4, box[1] + 3), str(i), fill=(255, 64, 255))
+    buf = io.BytesIO()
+    pic.save(buf, format="PNG", optimize=True)
+    return buf.getvalue(), crops
+
+
+def thumbnail(image: np.ndarray, labels: np.ndarray, side: int = 160) -> bytes:
+    """A small PNG of the input with outlines (for lists of images, e.g. the flagged ones)."""
+    from PIL import Image
+
+    pic = Image.fromarray((outline_view(image, labels) * 255).astype(np.uint8))
+    scale = side / max(pic.size)
+    pic = pic.resize((max(1, round(pic.size[0] * scale)), max(1, round(pic.size[1] * scale))),
+                     Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    pic.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()

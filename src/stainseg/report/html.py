@@ -24,6 +24,8 @@ th{background:#f4f4f4}tr.excluded td{background:#fde2e2}td.l,th.l{text-align:lef
 img{max-width:100%;border:1px solid #eee;margin:4px 0}.fig{display:inline-block;vertical-align:top;margin-right:1em}
 .big{font-size:1.25em;font-weight:600}.note{color:#666;font-size:.9em}
 td.reason{text-align:left;min-width:24em;font-size:.9em}.prev img{width:330px}
+.flag{display:flex;gap:1em;align-items:flex-start;border:1px solid #e8b4b4;background:#fff6f6;padding:.5em;margin:.5em 0}
+.flag ul{margin:.3em 0;padding-left:1.2em}.flag li{margin:.2em 0}.thumb img{width:160px;image-rendering:pixelated}
 """
 
 
@@ -137,28 +139,165 @@ def _evaluation_section(out: Path) -> str:
     tmp = ev / "combined"
     curve_png = plot_fscore_curves(curves, tmp / "fscore_curves.png", title="% of cells with F-score ≥ t (paper Fig. 2)")
     ap_png = plot_ap_iou(sweeps, tmp / "ap_iou.png", title="AP and F1 against the IoU threshold")
-    boxes = "".join(f'<div class="fig">{_img_file(ev / k / "boxplot.png", k + " box plot")}</div>' for k in kinds)
+    # box plots only where a site / well has several images (a box of one value says nothing)
+    with_boxes = [k for k in kinds if _largest_group(ev / k / "metrics.json") >= 2]
+    boxes = "".join(f'<div class="fig">{_img_file(ev / k / "boxplot.png", k + " box plot")}</div>' for k in with_boxes)
     return ("<h2>Accuracy on held-out sites</h2>" + _table(rows, list(rows[0]))
             + f'<div class="fig">{_img_file(curve_png, "F-score curves")}</div><div class="fig">{_img_file(ap_png, "AP over IoU")}</div>'
-            + "<p>Per-image distribution (box plots over the images of each site / well):</p>" + boxes)
+            + ("<p>Per-image distribution (box plots over the images of each site / well):</p>" + boxes if boxes else ""))
+
+
+def _largest_group(metrics_json: Path) -> int:
+    """Images in the largest site / well group of an evaluation (0 when unknown)."""
+    groups = json.loads(metrics_json.read_text()).get("groups") or {}
+    return max((int(g.get("n_images", 0)) for g in groups.values()), default=0)
+
+
+def _index_rows(out: Path) -> list[dict[str, Any]]:
+    path = out / "segmentation" / "index.csv"
+    return read_csv(path) if path.exists() else []
+
+
+def _is_flagged(row: dict[str, Any]) -> bool:
+    return bool(str(row.get("flags") or "").strip())
+
+
+def _input_plane(name: str, row: dict[str, Any] | None, cfg: ExperimentConfig, sets: dict[str, ImageSet]) -> np.ndarray | None:
+    """The middle plane of the first input channel of an image set (or of the files it was segmented from)."""
+    if name in sets:
+        image = sets[name].load(cfg.channels.input[0])
+        return image[len(image) // 2]
+    sources = [p for p in str((row or {}).get("sources") or "").split(";") if p]
+    if not sources:
+        return None
+    from stainseg.io.images import read_image
+
+    plane = np.squeeze(read_image(sources[len(sources) // 2]))
+    return plane if plane.ndim == 2 else plane[len(plane) // 2]
+
+
+def _lead_section(out: Path, cfg: ExperimentConfig, sets: dict[str, ImageSet]) -> str:
+    """The result first: one held-out image with the outlines, whole and in full-resolution crops."""
+    index = _index_rows(out)
+    if not index:
+        return ""
+    rows = {r["name"]: r for r in index}
+    test = [r for r in index if r["name"] in sets and is_test(cfg, sets[r["name"]])] or index
+    good = [r for r in test if not _is_flagged(r) and int(r.get("cells") or 0) > 0] or test
+    row = sorted(good, key=lambda r: int(r.get("cells") or 0))[len(good) // 2]  # a typical image: the median count
+    plane = _input_plane(row["name"], rows[row["name"]], cfg, sets)
+    if plane is None:
+        return ""
+    labels = read_labels(out / "segmentation" / "labels" / f"{row['name']}.tif")
+    held = "held-out " if row["name"] in sets and is_test(cfg, sets[row["name"]]) else ""
+    n = len(np.unique(labels[labels > 0]))
+    title = (f"{held}image <b>{html.escape(row['name'])}</b>: {n} objects, outlines in yellow over the "
+             f"label-free input ({html.escape(cfg.channels.input[0])}, middle plane)")
+    return "<h2>Result</h2>" + _views_html(plane, labels, None, title)
+
+
+def _views_html(plane: np.ndarray, labels: np.ndarray, reference: np.ndarray | None, title: str) -> str:
+    # crops of 128 px enlarged 2x; on small images (the whole view is already shown 2x) smaller crops enlarged 3x
+    crop, zoom = (128, 2) if min(plane.shape) >= 384 else (max(48, min(plane.shape) // 3), 3)
+    whole, crops = figures.result_views(plane, labels, reference, crop=crop, zoom=zoom)
+    factor = zoom if max(plane.shape) * zoom <= 1000 else 1
+    scale = "" if factor == 1 else f" (enlarged {factor}&times;, pixel for pixel)"
+    parts = [f'<p>{title}.</p><div class="fig">{_img(whole, "whole view with outlines")}<br>'
+             f'<span class="note">whole view{scale}; magenta boxes: the crops</span></div>']
+    for i, (png, (y, x)) in enumerate(crops, 1):
+        parts.append(f'<div class="fig">{_img(png, f"crop {i}")}<br><span class="note">crop {i}: y {y}, x {x}, {crop} px '
+                     f"enlarged {zoom}&times; pixel for pixel</span></div>")
+    return "".join(parts)
+
+
+def _flag_items(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """(code, reason in words) of each flag of an index.csv row."""
+    from stainseg.quality import FLAG_MEANINGS
+
+    codes = [c for c in str(row.get("flags") or "").split(";") if c]
+    reasons = [r.strip() for r in str(row.get("flag_reasons") or "").split(" | ")]
+    items = []
+    for i, code in enumerate(codes):
+        measured = reasons[i] if i < len(reasons) and reasons[i] else ""
+        meaning = FLAG_MEANINGS.get(code, "")
+        items.append((code, f"{meaning}. Measured: {measured}" if meaning and measured else meaning or measured))
+    return items
+
+
+def _flagged_section(out: Path, cfg: ExperimentConfig, sets: dict[str, ImageSet], limit: int = 24) -> str:
+    """Images the quality checks flagged, each with a thumbnail and every flag's reason in words."""
+    index = _index_rows(out)
+    flagged = [r for r in index if _is_flagged(r)]
+    if not flagged:
+        return ""
+    cards = []
+    for r in flagged[:limit]:
+        plane = _input_plane(r["name"], r, cfg, sets)
+        label_path = out / "segmentation" / "labels" / f"{r['name']}.tif"
+        if plane is not None and label_path.exists():
+            thumb = _img(figures.thumbnail(plane, read_labels(label_path)), f"{r['name']} thumbnail")
+        else:
+            thumb = '<p class="note">(no picture)</p>'
+        skipped = " It was <b>not segmented</b> (skip flagged images was asked)." if str(r.get("skipped")) == "True" else ""
+        reasons = "".join(f"<li><b>{html.escape(code)}</b>: {html.escape(text)}</li>" for code, text in _flag_items(r))
+        cards.append(f'<div class="flag"><div class="thumb">{thumb}</div><div><b>{html.escape(r["name"])}</b>: '
+                     f"{int(r.get('cells') or 0)} objects.{skipped}<ul>{reasons}</ul></div></div>")
+    more = f'<p class="note">… {len(flagged) - limit} more flagged images in <code>segmentation/index.csv</code></p>' if len(flagged) > limit else ""
+    return (f'<h2 id="flagged">Flagged images ({len(flagged)} of {len(index)})</h2>'
+            "<p>The quality checks found these images unlike the training images; check their results before trusting "
+            "them (columns <code>flags</code> and <code>flag_reasons</code> of <code>segmentation/index.csv</code>).</p>"
+            + "".join(cards) + more)
 
 
 def _segmentation_section(out: Path, cfg: ExperimentConfig, sets: dict[str, ImageSet]) -> str:
-    seg = out / "segmentation"
-    index = read_csv(seg / "index.csv") if (seg / "index.csv").exists() else []
+    index = _index_rows(out)
     if not index:
         return ""
-    names = [r["name"] for r in index]
-    test = [n for n in names if n in sets and is_test(cfg, sets[n])] or names
-    chosen = test[:: max(1, len(test) // 3)][:3]
-    items = []
-    for n in chosen:
-        image = sets[n].load(cfg.channels.input[0])
-        plane = image[len(image) // 2]
-        items.append((n, plane, read_labels(seg / "labels" / f"{n}.tif")))
-    panel = figures.overlay_panel(items, f"Segmentation over the label-free input ({cfg.channels.input[0]}, middle plane)")
-    return (f"<h2>Segmentation of the label-free images</h2><p>{len(index)} images segmented, "
-            f"{sum(int(r['cells']) for r in index)} cells (table: <code>segmentation/cells.csv</code>).</p>{_img(panel, 'segmentation overlays')}")
+    ordered = [r for r in index if _is_flagged(r)] + [r for r in index if not _is_flagged(r)]
+    rows = [{"image": r["name"], "cells": r.get("cells", ""), "held out": "yes" if r["name"] in sets and is_test(cfg, sets[r["name"]]) else "",
+             "flags": str(r.get("flags") or "").replace(";", ", "), "skipped": "yes" if str(r.get("skipped")) == "True" else ""}
+            for r in ordered]
+    return (f"<h2>Segmented images</h2><p>{len(index)} images segmented, "
+            f"{sum(int(r['cells']) for r in index)} cells (table: <code>segmentation/cells.csv</code>); flagged images first.</p>"
+            + _table(rows, list(rows[0]), row_class=lambda r: "excluded" if r["flags"] else "", limit=40))
+
+
+def _real_section(out: Path) -> str:
+    """The demo's real part (OUT/real): phase contrast with the network's and the DAPI labels' outlines."""
+    folder = out / "real"
+    if not (folder / "result.json").exists():
+        return ""
+    from stainseg.io.images import read_image
+
+    rec = json.loads((folder / "result.json").read_text())
+    phase = np.asarray(read_image(folder / "phase.tif"))
+    dapi = read_labels(folder / "dapi_labels.tif")
+    net = read_labels(folder / "network_labels.tif")
+    a, b = rec["test_columns"]
+    plane = phase[len(phase) // 2][:, a:b]
+    sc = rec["scores"]
+    title_net = (f"held-out part (columns {a}–{b}): the network's {rec['predicted_objects']} objects in yellow, "
+                 f"over the middle input plane ({html.escape(rec['input_planes'][len(rec['input_planes']) // 2])})")
+    title_dapi = f"the same part: the {rec['test_objects']} nuclei of the automatic labels from DAPI (what it is scored against), in cyan"
+    from skimage.segmentation import relabel_sequential
+
+    truth = relabel_sequential(dapi[:, a:b])[0]
+    empty = np.zeros_like(truth)
+    whole = figures.outline_view(phase[len(phase) // 2], np.where(np.arange(phase.shape[2])[None, :] < a, dapi, 0))
+    whole[:, a] = (1.0, 0.25, 1.0)
+    split = _img(figures._png(whole), "training and held-out parts")
+    return ("<h2>Real phase contrast (bundled sample)</h2>"
+            f"<p>{html.escape(rec['crop'])}: a phase-contrast z-stack of primary rodent cortical culture and its DAPI stain "
+            f"({html.escape(rec['data'])}). Nuclei labels come from DAPI only; a network learned them from "
+            f"{len(rec['input_planes'])} phase planes ({html.escape(', '.join(rec['input_planes']))}) on the left part "
+            f"({rec['train_objects']} nuclei, {rec['iterations']} iterations, {rec['seconds']['train']:.0f} s) and segmented the "
+            f"held-out right part. Against the DAPI labels there: <span class='big'>{sc['percent_f_above']:.1f} %</span> of nuclei with "
+            f"F &ge; 0.6, F1@IoU0.5 <span class='big'>{sc['f1']:.2f}</span> ({sc['n_pred']} objects for {sc['n_truth']} nuclei). "
+            "A short training on one small field: a demonstration of the path, not of the method's accuracy.</p>"
+            + _views_html(plane, net, None, title_net)
+            + _views_html(plane, empty, truth, title_dapi)
+            + f'<div class="fig">{split}<br><span class="note">the whole crop: DAPI label outlines (cyan) on the training part, '
+              "left of the magenta line; the held-out part right of it</span></div>")
 
 
 def _tracking_section(out: Path, cfg: ExperimentConfig, sets: dict[str, ImageSet]) -> str:
@@ -204,6 +343,7 @@ def write_report(out: str | Path, cfg: ExperimentConfig, figures_: dict[str, Any
     body = [f"<h1>stainseg report: {html.escape(cfg.name or Path(cfg.source or 'experiment').stem)}</h1>",
             '<p class="note">Cells segmented in label-free images by a network trained only on labels made automatically from '
             "end-point stains (Sadanandan et al., Sci. Rep. 2017). Every figure below was computed by this run.</p>",
+            _flagged_section(out, cfg, sets), _lead_section(out, cfg, sets), _real_section(out),
             _run_section(cfg, figures_, timings, out), _qc_section(out), _training_section(out), _evaluation_section(out),
             _segmentation_section(out, cfg, sets), _tracking_section(out, cfg, sets)]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>stainseg report</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
