@@ -148,6 +148,14 @@ def segment(model: Model | str | Path, image: Any, **overrides: Any) -> np.ndarr
     """Instance labels of one image with a model (a :class:`Model` or its folder); the same as ``Model.segment``.
 
     ``image`` may be an array (or a list of planes) or an image file path.
+
+    Examples
+    --------
+    >>> import numpy as np, stainseg
+    >>> model = stainseg.Model.new(["DNA"])           # untrained: random weights
+    >>> image = np.random.default_rng(0).gamma(2.0, 50.0, (64, 64))
+    >>> segment(model, image).shape
+    (64, 64)
     """
     if not isinstance(model, Model):
         model = Model.load_cached(model)

@@ -14,6 +14,14 @@ class StainsegError(Exception):
         What went wrong and what to do about it.
     path : str or Path, optional
         The file or folder concerned; it is put at the front of the message.
+
+    Examples
+    --------
+    >>> err = StainsegError("is not a TIFF file;\\n give an image file", "plate/A01.txt")
+    >>> str(err)
+    'plate/A01.txt: is not a TIFF file; give an image file'
+    >>> err.path
+    'plate/A01.txt'
     """
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:

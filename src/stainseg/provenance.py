@@ -15,6 +15,12 @@ def versions() -> dict[str, str]:
 
     Read from the installed package metadata, so that recording them imports nothing (importing
     torch alone takes 2-3 s, and segmenting with ONNX Runtime does not need it).
+
+    Examples
+    --------
+    >>> v = versions()
+    >>> {"stainseg", "python", "numpy"} <= set(v)
+    True
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -29,7 +35,17 @@ def versions() -> dict[str, str]:
 
 
 def provenance(cfg: Any | None = None) -> dict[str, Any]:
-    """A dict for ``run.json``: time, machine, versions and (when given) the full config."""
+    """A dict for ``run.json``: time, machine, versions and (when given) the full config.
+
+    Examples
+    --------
+    >>> from stainseg.config import ExperimentConfig
+    >>> record = provenance(ExperimentConfig())
+    >>> sorted(record)
+    ['config', 'finished', 'machine', 'seed', 'versions']
+    >>> record["seed"]
+    0
+    """
     from stainseg.config import config_to_dict
 
     record: dict[str, Any] = {

@@ -12,7 +12,16 @@ import numpy as np
 
 
 def centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(label ids, (n, 2) centroids y, x) of an instance label image, vectorised with bincount."""
+    """(label ids, (n, 2) centroids y, x) of an instance label image, vectorised with bincount.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.zeros((10, 10), int); labels[0:2, 0:2] = 1; labels[5:9, 4:6] = 3
+    >>> ids, yx = centroids(labels)
+    >>> ids.tolist(), yx.tolist()
+    ([1, 3], [[0.5, 0.5], [6.5, 4.5]])
+    """
     flat = labels.ravel()
     n = int(flat.max()) + 1 if flat.size else 1
     area = np.bincount(flat, minlength=n)
@@ -42,6 +51,16 @@ def track_frames(frames: Sequence[np.ndarray], max_distance: float | None = None
     list of dict
         One row per (frame, label): ``frame``, ``label``, ``track_id`` (1-based),
         ``parent_track_id`` (0 when the track does not start by division), ``y``, ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> frames = [np.zeros((40, 40), int) for _ in range(3)]
+    >>> for t, frame in enumerate(frames):             # one cell moving right by 2 px per frame
+    ...     frame[10:16, 10 + 2 * t:16 + 2 * t] = 1
+    >>> rows = track_frames(frames)
+    >>> [(r["frame"], r["track_id"], r["parent_track_id"]) for r in rows]
+    [(0, 1, 0), (1, 1, 0), (2, 1, 0)]
     """
     import pandas as pd
     from laptrack import LapTrack
@@ -77,6 +96,14 @@ def endpoint_identity(rows: list[dict[str, Any]]) -> dict[int, int]:
 
     This carries the stained cell's identity back through the movie: every earlier cell gets
     the label of the cell it becomes at the last frame (its first descendant there).
+
+    Examples
+    --------
+    >>> rows = [{"frame": 0, "label": 1, "track_id": 1, "parent_track_id": 0},
+    ...         {"frame": 1, "label": 4, "track_id": 2, "parent_track_id": 1},
+    ...         {"frame": 1, "label": 5, "track_id": 3, "parent_track_id": 1}]
+    >>> endpoint_identity(rows)                        # the mother leads to its first daughter's label
+    {1: 4, 2: 4, 3: 5}
     """
     if not rows:
         return {}
@@ -101,7 +128,16 @@ def endpoint_identity(rows: list[dict[str, Any]]) -> dict[int, int]:
 
 
 def match_iou50(truth: np.ndarray, pred: np.ndarray) -> dict[int, int]:
-    """Truth label → predicted label for pairs with IoU > 0.5 (such pairs are always one-to-one)."""
+    """Truth label → predicted label for pairs with IoU > 0.5 (such pairs are always one-to-one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.zeros((10, 10), int); truth[0:4, 0:4] = 1; truth[6:9, 6:9] = 2
+    >>> pred = np.zeros((10, 10), int); pred[0:4, 0:3] = 7
+    >>> match_iou50(truth, pred)
+    {1: 7}
+    """
     from stainseg.evaluate.matching import best_matches
 
     m = best_matches(truth, pred)
@@ -121,6 +157,15 @@ def link_accuracy(truth_frames: Sequence[np.ndarray], truth_tracks: dict[tuple[i
     ----------
     truth_tracks : dict
         (frame, truth label) → (track id, parent track id).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> frames = [np.zeros((40, 40), int) for _ in range(2)]
+    >>> frames[0][5:12, 5:12] = 1; frames[1][6:13, 6:13] = 1
+    >>> truth_tracks = {(0, 1): (1, 0), (1, 1): (1, 0)}
+    >>> link_accuracy(frames, truth_tracks, frames, track_frames(frames))["link_accuracy"]
+    1.0
     """
     pred_track = {(r["frame"], r["label"]): (r["track_id"], r["parent_track_id"]) for r in pred_rows}
     total = correct = 0

@@ -64,6 +64,15 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
 
     Call it only while holding the folder's lock (:func:`stainseg.io.lock.folder_lock`), so that no
     live writer's temporary is removed. Returns the removed paths.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / ".labels.tif.a1b2c3d4.tmp").write_bytes(b"half")   # left by a killed writer
+    >>> [p.name for p in remove_stale_temps(folder)]
+    ['.labels.tif.a1b2c3d4.tmp']
     """
     folder = Path(folder)
     removed = []
@@ -77,13 +86,34 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "note.txt"
+    >>> write_text(path, "done")
+    >>> path.read_text()
+    'done'
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically (numpy scalars and paths become plain values)."""
+    """Write ``data`` as indented JSON atomically (numpy scalars and paths become plain values).
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "facts.json"
+    >>> write_json(path, {"objects": np.int64(12), "area": np.array([1.5, 2.0])})
+    >>> json.loads(path.read_text())
+    {'objects': 12, 'area': [1.5, 2.0]}
+    """
     write_text(path, json.dumps(data, indent=2, default=_json_default, sort_keys=False) + "\n")
 
 
@@ -100,7 +130,17 @@ def _json_default(obj: Any) -> Any:
 
 
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
-    """Write a list of dicts as CSV atomically; ``columns`` fixes the column order."""
+    """Write a list of dicts as CSV atomically; ``columns`` fixes the column order.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "cells.csv"
+    >>> write_csv(path, [{"label": 1, "area": 40}, {"label": 2, "area": 35}])
+    >>> path.read_text().splitlines()
+    ['label,area', '1,40', '2,35']
+    """
     if columns is None:
         columns = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(path) as tmp:
@@ -111,7 +151,17 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequenc
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
-    """Read a CSV written by :func:`write_csv` into a list of dicts (values are strings)."""
+    """Read a CSV written by :func:`write_csv` into a list of dicts (values are strings).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "cells.csv"
+    >>> write_csv(path, [{"label": 1, "area": 40}])
+    >>> read_csv(path)                               # values come back as strings
+    [{'label': '1', 'area': '40'}]
+    """
     path = Path(path)
     if not path.is_file():
         raise StainsegError("file not found; run the stage that writes it first", path)

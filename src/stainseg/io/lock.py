@@ -43,6 +43,14 @@ def folder_lock(folder: str | Path, what: str = "stainseg") -> Iterator[Path]:
     (``flock``) on that file, which the kernel releases when its process dies, so a lock file
     left by a killed run is free at once and ``--resume`` after a crash just works (no pid
     guessing, no race between two processes taking over the same stale lock).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp()
+    >>> with folder_lock(out, "segment") as lock:
+    ...     lock.name
+    '.stainseg.lock'
     """
     from stainseg.io.atomic import _check_writable
 
