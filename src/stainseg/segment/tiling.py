@@ -23,6 +23,7 @@ band, and a zarr ``out`` is written in blocks aligned to its chunks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
@@ -143,6 +144,200 @@ def _chunk_rows(array: Any, axis: int) -> int:
     return 1
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles of :func:`predict_tiled` fall on an image (see :func:`plan_tiles`).
+
+    Pass 1: ``ny1 x nx1`` tiles from (0, 0); pass 2: ``ny2 x nx2`` tiles from (-offset, -offset).
+    Output row ``r`` is image rows ``[r t, min(r t + t, height))``; pass 2 covers image rows
+    (columns) below ``cover_y`` (``cover_x``), pass 1 alone the rest.
+    """
+
+    height: int
+    width: int
+    tile: int
+    offset: int
+    two_pass: bool
+    ny1: int
+    nx1: int
+    ny2: int
+    nx2: int
+
+    @property
+    def cover_y(self) -> int:
+        return self.ny2 * self.tile - self.offset
+
+    @property
+    def cover_x(self) -> int:
+        return self.nx2 * self.tile - self.offset
+
+    @property
+    def total(self) -> int:
+        """Number of tiles of both passes."""
+        return self.ny1 * self.nx1 + self.ny2 * self.nx2
+
+    def order(self) -> Iterator[tuple[int, int, int]]:
+        """``(pass, tile row, tile column)`` in stream order: pass-2 row r, pass-1 row r, then pass-2 row r+1 completes output row r."""
+        for r in range(max(self.ny1, self.ny2)):
+            if r < self.ny2:
+                for j in range(self.nx2):
+                    yield 2, r, j
+            if r < self.ny1:
+                for j in range(self.nx1):
+                    yield 1, r, j
+
+    def row_origin(self, kind: int, r: int) -> tuple[int, int, int]:
+        """Image ``(y, x)`` of the first tile of row ``r`` of pass ``kind``, and the row's number of tiles."""
+        if kind == 1:
+            return r * self.tile, 0, self.nx1
+        return r * self.tile - self.offset, -self.offset, self.nx2
+
+    def needed(self, r: int) -> int:
+        """How many tiles output row ``r`` waits for: ``nx1`` of pass 1, and the pass-2 tiles of rows r and r+1 that overlap it."""
+        t, h = self.tile, self.offset
+        y0, y1 = r * t, min(r * t + t, self.height)
+        n = self.nx1
+        if self.two_pass:
+            for k in (r, r + 1):
+                if k < self.ny2 and k * t - h < y1 and k * t + t - h > y0:
+                    n += self.nx2
+        return n
+
+
+def plan_tiles(shape: tuple[int, int], tile_size: int, two_pass: bool = True, offset: Optional[int] = None) -> TilePlan:
+    """The tile layout of :func:`predict_tiled` for an image of ``shape`` (Y, X).
+
+    Examples
+    --------
+    >>> plan = plan_tiles((2048, 2048), 240)
+    >>> (plan.ny1, plan.nx1, plan.ny2, plan.nx2, plan.total)
+    (9, 9, 9, 9, 162)
+    >>> plan_tiles((2048, 2048), 240, two_pass=False).total
+    81
+    """
+    height, width = (int(s) for s in shape)
+    t = int(tile_size)
+    h = (t // 2 if offset is None else int(offset)) if two_pass else 0
+    if two_pass and not 0 < h < t:
+        raise ValueError(f"offset must be between 1 and tile_size - 1, got {offset}")
+    ny1, nx1 = -(-height // t), -(-width // t)
+    # pass-2 tile row k covers rows [k t - h, k t + t - h); keep those that intersect the image
+    ny2, nx2 = (-(-(height + h) // t), -(-(width + h) // t)) if two_pass else (0, 0)
+    if two_pass:
+        # A last shifted tile row (column) that would cover at most t/4 image rows is skipped:
+        # those rows lie in the centre of pass-1 tiles (no seam to hide there), and it saves
+        # ~10 % of the work on 2048^2 (the shifted pass would need a 10th row for 8 rows).
+        # There the map is pass 1 alone and the uncertainty is 0.
+        if ny2 > 1 and height - ((ny2 - 1) * t - h) <= t // 4:
+            ny2 -= 1
+        if nx2 > 1 and width - ((nx2 - 1) * t - h) <= t // 4:
+            nx2 -= 1
+    return TilePlan(height, width, t, h, bool(two_pass), ny1, nx1, ny2, nx2)
+
+
+def pass1_share(plan: TilePlan, sigma_scale: float = 0.25) -> np.ndarray:
+    """``w1 / (w1 + w2)`` for one output row (t, width), float32: pass 1's blending weight (every output row starts at a multiple of t)."""
+    t, h = plan.tile, plan.offset
+    wy = gaussian_weight(t, sigma_scale)
+    ys, xs = np.arange(t), np.arange(plan.width)
+    w1 = np.outer(wy[ys % t], wy[xs % t])
+    w2 = np.outer(wy[(ys + h) % t], wy[(xs + h) % t])
+    return (w1 / (w1 + w2)).astype(np.float32)
+
+
+def blend_rows(plan: TilePlan, y0: int, p1: np.ndarray, p2: Optional[np.ndarray], share: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """The finished output rows starting at image row ``y0``: ``(probabilities (K, n, X), |p1[0] - p2[0]| or None)``.
+
+    Where pass 2 does not reach (beyond ``cover_y`` / ``cover_x``) pass 1 alone is used. ``p2`` is changed.
+
+    Examples
+    --------
+    >>> plan = plan_tiles((64, 64), 32)
+    >>> p1, p2 = np.full((2, 32, 64), 0.2, np.float32), np.full((2, 32, 64), 0.6, np.float32)
+    >>> prob, unc = blend_rows(plan, 0, p1, p2, pass1_share(plan))
+    >>> bool(0.2 < prob.min() <= prob.max() < 0.6), float(unc.max())
+    (True, 0.4000000059604645)
+    """
+    if p2 is None or share is None:
+        return p1, None
+    n = p1.shape[1]
+    if y0 + n > plan.cover_y:  # rows without a shifted tile: pass 1 alone
+        p2[:, max(plan.cover_y - y0, 0) :] = p1[:, max(plan.cover_y - y0, 0) :]
+    if plan.width > plan.cover_x:
+        p2[:, :, plan.cover_x :] = p1[:, :, plan.cover_x :]
+    blended = p1 - p2
+    blended *= share[:n]
+    blended += p2
+    return blended, np.abs(p1[0] - p2[0])
+
+
+class RowAssembler:
+    """Collects predicted tiles into output rows and hands each row over, blended, as soon as it is complete.
+
+    ``place(pass, tile row, tile column, tile (K, t, t))`` returns the rows it completed, as
+    ``(y0, probabilities (K, n, X), uncertainty (n, X) or None)``.
+
+    Examples
+    --------
+    >>> plan = plan_tiles((40, 50), 32, two_pass=False)
+    >>> rows = RowAssembler(plan, n_classes=1)
+    >>> done = [rows.place(k, r, j, np.ones((1, 32, 32), np.float32)) for k, r, j in plan.order()]
+    >>> [(y0, p.shape) for d in done for y0, p, _ in d]
+    [(0, (1, 32, 50)), (32, (1, 8, 50))]
+    """
+
+    def __init__(self, plan: TilePlan, n_classes: int, sigma_scale: float = 0.25) -> None:
+        self.plan = plan
+        self.k = int(n_classes)
+        self.share = pass1_share(plan, sigma_scale) if plan.two_pass else None
+        self.rows: dict[int, dict[str, Any]] = {}
+
+    def _row(self, r: int) -> dict[str, Any]:
+        if r not in self.rows:
+            t, height, width = self.plan.tile, self.plan.height, self.plan.width
+            n = min(r * t + t, height) - r * t
+            self.rows[r] = {
+                "p1": np.empty((self.k, n, width), dtype=np.float32),
+                "p2": np.empty((self.k, n, width), dtype=np.float32) if self.plan.two_pass else None,
+                "count": 0,
+            }
+        return self.rows[r]
+
+    def place(self, kind: int, r: int, j: int, tile_out: np.ndarray) -> list[tuple[int, np.ndarray, Optional[np.ndarray]]]:
+        plan = self.plan
+        t, h, width, height = plan.tile, plan.offset, plan.width, plan.height
+        if kind == 1:
+            x0 = j * t
+            x1 = min(x0 + t, width)
+            st = self._row(r)
+            st["p1"][:, :, x0:x1] = tile_out[:, : st["p1"].shape[1], : x1 - x0]
+            st["count"] += 1
+            targets = [r]
+        else:
+            gx0 = j * t - h  # image column of the tile's first column
+            x0, x1 = max(gx0, 0), min(gx0 + t, width)
+            gy0 = r * t - h
+            targets = []
+            for orow in (r - 1, r):  # the tile's upper part belongs to output row r-1, lower to r
+                if orow < 0 or orow >= plan.ny1:
+                    continue
+                oy0, oy1 = orow * t, min(orow * t + t, height)
+                y0, y1 = max(gy0, oy0), min(gy0 + t, oy1)
+                if y1 <= y0:
+                    continue
+                st = self._row(orow)
+                st["p2"][:, y0 - oy0 : y1 - oy0, x0:x1] = tile_out[:, y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
+                st["count"] += 1
+                targets.append(orow)
+        finished = []
+        for orow in targets:
+            if self.rows[orow]["count"] == plan.needed(orow):
+                st = self.rows.pop(orow)
+                prob, unc = blend_rows(plan, orow * t, st["p1"], st["p2"], self.share)
+                finished.append((orow * t, prob, unc))
+        return finished
+
+
 def predict_tiled(
     image: Any,
     predictor: Predictor,
@@ -216,154 +411,65 @@ def predict_tiled(
     if height < 1 or width < 1:
         raise ValueError(f"image has no pixels: shape {tuple(image.shape)}")
     t = int(tile_size)
-    h = (t // 2 if offset is None else int(offset)) if two_pass else 0
-    if two_pass and not 0 < h < t:
-        raise ValueError(f"offset must be between 1 and tile_size - 1, got {offset}")
+    plan = plan_tiles((height, width), t, two_pass, offset)
     want_unc = bool(two_pass and uncertainty)
 
-    ny1, nx1 = -(-height // t), -(-width // t)
-    # pass-2 tile row k covers rows [k t - h, k t + t - h); keep those that intersect the image
-    ny2, nx2 = (-(-(height + h) // t), -(-(width + h) // t)) if two_pass else (0, 0)
-    if two_pass:
-        # A last shifted tile row (column) that would cover at most t/4 image rows is skipped:
-        # those rows lie in the centre of pass-1 tiles (no seam to hide there), and it saves
-        # ~10 % of the work on 2048^2 (the shifted pass would need a 10th row for 8 rows).
-        # There the map is pass 1 alone and the uncertainty is 0.
-        if ny2 > 1 and height - ((ny2 - 1) * t - h) <= t // 4:
-            ny2 -= 1
-        if nx2 > 1 and width - ((nx2 - 1) * t - h) <= t // 4:
-            nx2 -= 1
-    cover_y, cover_x = ny2 * t - h, nx2 * t - h  # image rows / columns covered by pass 2
-
-    # Stream order: pass-2 row r, pass-1 row r, then pass-2 row r+1 completes output row r.
-    # Output "row" r = image rows [r t, min(r t + t, Y)).
-    def tile_stream() -> Iterator[tuple[int, int, int, np.ndarray]]:
-        for r in range(max(ny1, ny2)):
-            if r < ny2:
-                for j, tile in _tiles_of_row(image, two_d, (height, width), r * t - h, -h, nx2, t):
-                    yield 2, r, j, tile
-            if r < ny1:
-                for j, tile in _tiles_of_row(image, two_d, (height, width), r * t, 0, nx1, t):
-                    yield 1, r, j, tile
-
-    # what each output row waits for: nx1 pass-1 tiles, and the pass-2 tiles of rows r and r+1
-    def needed(r: int) -> int:
-        y0, y1 = r * t, min(r * t + t, height)
-        n = nx1
-        if two_pass:
-            for k in (r, r + 1):
-                if k < ny2 and k * t - h < y1 and k * t + t - h > y0:
-                    n += nx2
-        return n
-
-    total = ny1 * nx1 + ny2 * nx2
-    wy = gaussian_weight(t, sigma_scale)
-    # w1 / (w1 + w2) for one output row (every output row starts at a multiple of t)
-    ys, xs = np.arange(t), np.arange(width)
-    w1 = np.outer(wy[ys % t], wy[xs % t])
-    w2 = np.outer(wy[(ys + h) % t], wy[(xs + h) % t])
-    pass1_share = (w1 / (w1 + w2)).astype(np.float32)
-    del w1, w2
-    state: dict[str, Any] = {"K": None, "done": 0}
-    rows: dict[int, dict[str, Any]] = {}
-    writers: dict[str, _RowWriter] = {}
     results: dict[str, Any] = {"prob": out, "unc": uncertainty_out}
+    writers: dict[str, _RowWriter] = {}
+    assembler: Optional[RowAssembler] = None
+    done = 0
 
-    def start_outputs(k: int) -> None:
-        state["K"] = k
-        if results["prob"] is None:
-            results["prob"] = np.empty((k, height, width), dtype=np.float32)
-        elif tuple(results["prob"].shape) != (k, height, width):
-            raise ValueError(f"out has shape {tuple(results['prob'].shape)}, expected {(k, height, width)}")
-        writers["prob"] = _RowWriter(results["prob"], _chunk_rows(results["prob"], 1))
-        if want_unc:
-            if results["unc"] is None:
-                results["unc"] = np.empty((height, width), dtype=np.float32)
-            writers["unc"] = _RowWriter(results["unc"], _chunk_rows(results["unc"], 0))
-
-    def row_state(r: int) -> dict[str, Any]:
-        if r not in rows:
-            n = min(r * t + t, height) - r * t
-            k = state["K"]
-            rows[r] = {
-                "p1": np.empty((k, n, width), dtype=np.float32),
-                "p2": np.empty((k, n, width), dtype=np.float32) if two_pass else None,
-                "count": 0,
-            }
-        return rows[r]
-
-    def finish_row(r: int) -> None:
-        st = rows.pop(r)
-        y0 = r * t
-        n = st["p1"].shape[1]
-        final = y0 + n >= height
-        if not two_pass:
-            writers["prob"].add(y0, st["p1"], final)
-            return
-        a = pass1_share[:n]
-        p1, p2 = st["p1"], st["p2"]
-        if y0 + n > cover_y:  # rows without a shifted tile: pass 1 alone
-            p2[:, max(cover_y - y0, 0) :] = p1[:, max(cover_y - y0, 0) :]
-        if width > cover_x:
-            p2[:, :, cover_x:] = p1[:, :, cover_x:]
-        blended = p1 - p2
-        blended *= a
-        blended += p2
-        writers["prob"].add(y0, blended, final)
-        if want_unc:
-            writers["unc"].add(y0, np.abs(p1[0] - p2[0]), final)
-
-    def place(kind: int, r: int, j: int, tile_out: np.ndarray) -> None:
-        if kind == 1:
-            x0 = j * t
-            x1 = min(x0 + t, width)
-            st = row_state(r)
-            st["p1"][:, :, x0:x1] = tile_out[:, : st["p1"].shape[1], : x1 - x0]
-            st["count"] += 1
-            targets = [r]
-        else:
-            gx0 = j * t - h  # image column of the tile's first column
-            x0, x1 = max(gx0, 0), min(gx0 + t, width)
-            gy0 = r * t - h
-            targets = []
-            for orow in (r - 1, r):  # the tile's upper part belongs to output row r-1, lower to r
-                if orow < 0 or orow >= ny1:
-                    continue
-                oy0, oy1 = orow * t, min(orow * t + t, height)
-                y0, y1 = max(gy0, oy0), min(gy0 + t, oy1)
-                if y1 <= y0:
-                    continue
-                st = row_state(orow)
-                st["p2"][:, y0 - oy0 : y1 - oy0, x0:x1] = tile_out[:, y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
-                st["count"] += 1
-                targets.append(orow)
-        for orow in targets:
-            if rows[orow]["count"] == needed(orow):
-                finish_row(orow)
+    def tiles() -> Iterator[tuple[int, int, int, np.ndarray]]:
+        for r in range(max(plan.ny1, plan.ny2)):
+            for kind in (2, 1):
+                if r < (plan.ny2 if kind == 2 else plan.ny1):
+                    oy, ox, n_cols = plan.row_origin(kind, r)
+                    for j, tile in _tiles_of_row(image, two_d, (height, width), oy, ox, n_cols, t):
+                        yield kind, r, j, tile
 
     def run_batch(batch: list[tuple[int, int, int, np.ndarray]]) -> None:
+        nonlocal assembler, done
         x = np.zeros((batch_size, batch[0][3].shape[0], t, t), dtype=np.float32)
         for i, item in enumerate(batch):
             x[i] = item[3]
         y = np.asarray(predictor(x), dtype=np.float32)
         if y.ndim != 4 or y.shape[0] != batch_size or y.shape[2:] != (t, t):
             raise ValueError(f"predictor returned shape {y.shape}, expected ({batch_size}, K, {t}, {t})")
-        if state["K"] is None:
-            start_outputs(y.shape[1])
+        if assembler is None:
+            assembler = RowAssembler(plan, y.shape[1], sigma_scale)
+            _start_outputs(results, writers, y.shape[1], (height, width), want_unc)
         for i, (kind, r, j, _) in enumerate(batch):
-            place(kind, r, j, y[i])
-        state["done"] += len(batch)
+            for y0, prob, unc in assembler.place(kind, r, j, y[i]):
+                final = y0 + prob.shape[1] >= height
+                writers["prob"].add(y0, prob, final)
+                if want_unc:
+                    writers["unc"].add(y0, unc, final)
+        done += len(batch)
         if progress is not None:
-            progress(state["done"], total)
+            progress(done, plan.total)
 
     batch: list[tuple[int, int, int, np.ndarray]] = []
-    for item in tile_stream():
+    for item in tiles():
         batch.append(item)
         if len(batch) == batch_size:
             run_batch(batch)
             batch = []
     if batch:
         run_batch(batch)
-    if rows:  # pragma: no cover - guarded by the tile bookkeeping
-        raise RuntimeError(f"tiling bookkeeping error: rows {sorted(rows)} incomplete")
+    if assembler is not None and assembler.rows:  # pragma: no cover - guarded by the tile bookkeeping
+        raise RuntimeError(f"tiling bookkeeping error: rows {sorted(assembler.rows)} incomplete")
     return results["prob"], results["unc"] if want_unc else None
+
+
+def _start_outputs(results: dict[str, Any], writers: dict[str, "_RowWriter"], k: int, shape: tuple[int, int], want_unc: bool) -> None:
+    """Allocate (or check) the outputs once the number of classes is known, and their row writers."""
+    height, width = shape
+    if results["prob"] is None:
+        results["prob"] = np.empty((k, height, width), dtype=np.float32)
+    elif tuple(results["prob"].shape) != (k, height, width):
+        raise ValueError(f"out has shape {tuple(results['prob'].shape)}, expected {(k, height, width)}")
+    writers["prob"] = _RowWriter(results["prob"], _chunk_rows(results["prob"], 1))
+    if want_unc:
+        if results["unc"] is None:
+            results["unc"] = np.empty((height, width), dtype=np.float32)
+        writers["unc"] = _RowWriter(results["unc"], _chunk_rows(results["unc"], 0))
