@@ -62,6 +62,15 @@ def read_image(path: str | Path) -> np.ndarray:
     ------
     StainsegError
         Missing, empty, corrupt or unsupported files, with the path and a fix.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> path = write_image(tempfile.mkdtemp() + "/stack.tif", np.zeros((3, 32, 48), np.uint16))
+    >>> image = read_image(path)
+    >>> image.shape, image.dtype.name
+    ((3, 32, 48), 'uint16')
     """
     path = Path(path)
     if not path.exists():
@@ -122,14 +131,32 @@ def _read(path: Path, kind: str) -> np.ndarray:
 
 
 def check_not_mask(image: np.ndarray, path: str | Path | None = None) -> np.ndarray:
-    """Refuse a binary (bool) array where a microscope image is expected; return ``image`` otherwise."""
+    """Refuse a binary (bool) array where a microscope image is expected; return ``image`` otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_not_mask(np.zeros((4, 4), bool), "mask.tif")
+    Traceback (most recent call last):
+    ...
+    stainseg.errors.StainsegError: mask.tif: is a binary (bool) mask, not a microscope image; give the raw microscope image
+    """
     if image.dtype == bool:
         raise StainsegError("is a binary (bool) mask, not a microscope image; give the raw microscope image", path)
     return image
 
 
 def read_plane(path: str | Path) -> np.ndarray:
-    """Read a file that must hold exactly one 2-D grayscale plane (RGB with equal channels is accepted)."""
+    """Read a file that must hold exactly one 2-D grayscale plane (RGB with equal channels is accepted).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> path = write_image(tempfile.mkdtemp() + "/dna.tif", np.ones((1, 32, 48), np.uint16))
+    >>> read_plane(path).shape                      # a single page is squeezed to 2-D
+    (32, 48)
+    """
     data = check_not_mask(read_image(path), path)
     data = np.squeeze(data)
     if data.ndim == 3 and data.shape[-1] in (3, 4):
@@ -146,7 +173,14 @@ def read_plane(path: str | Path) -> np.ndarray:
 
 
 def as_float(image: np.ndarray, path: str | Path | None = None) -> np.ndarray:
-    """Convert to float32 without rescaling; bool becomes 0/1. NaN or inf pixels are an error."""
+    """Convert to float32 without rescaling; bool becomes 0/1. NaN or inf pixels are an error.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_float(np.array([[0, 4095]], np.uint16))  # no rescaling
+    array([[   0., 4095.]], dtype=float32)
+    """
     if image.dtype == bool:
         return image.astype(np.float32)
     if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
@@ -159,7 +193,13 @@ def as_float(image: np.ndarray, path: str | Path | None = None) -> np.ndarray:
 
 
 def label_dtype(max_label: int) -> np.dtype:
-    """uint16 while labels fit, uint32 beyond 65535 objects."""
+    """uint16 while labels fit, uint32 beyond 65535 objects.
+
+    Examples
+    --------
+    >>> label_dtype(300).name, label_dtype(70000).name
+    ('uint16', 'uint32')
+    """
     if max_label <= np.iinfo(np.uint16).max:
         return np.dtype(np.uint16)
     if max_label <= np.iinfo(np.uint32).max:
@@ -171,6 +211,15 @@ def write_labels(path: str | Path, labels: np.ndarray, metadata: dict[str, Any] 
     """Write an instance label image (0 = background) as a zlib-compressed TIFF, atomically.
 
     The dtype is uint16, or uint32 when there are more than 65535 labels.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> labels = np.zeros((32, 32), np.int64); labels[4:10, 4:10] = 1
+    >>> path = write_labels(tempfile.mkdtemp() + "/labels.tif", labels)
+    >>> read_labels(path).dtype.name, int(read_labels(path).max())
+    ('uint16', 1)
     """
     import tifffile
 
@@ -188,7 +237,16 @@ def write_labels(path: str | Path, labels: np.ndarray, metadata: dict[str, Any] 
 
 
 def write_image(path: str | Path, image: np.ndarray, compress: bool = True) -> Path:
-    """Write any array (e.g. a float32 probability map or a stack) as TIFF, atomically."""
+    """Write any array (e.g. a float32 probability map or a stack) as TIFF, atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> path = write_image(tempfile.mkdtemp() + "/prob.tif", np.full((8, 8), 0.25, np.float32))
+    >>> float(read_image(path)[0, 0])
+    0.25
+    """
     import tifffile
 
     path = Path(path)
@@ -202,6 +260,15 @@ def read_labels(path: str | Path) -> np.ndarray:
 
     Integer labels are returned as int64-free unsigned arrays (uint16/uint32 as stored). An RGB(A)
     mask (as in BBBC039) is converted so that each connected component of one colour is one object.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> labels = np.zeros((16, 16), np.uint32); labels[2:6, 2:6] = 7
+    >>> back = read_labels(write_image(tempfile.mkdtemp() + "/l.tif", labels))
+    >>> back.dtype.name, np.unique(back).tolist()
+    ('uint16', [0, 7])
     """
     data = read_image(path)
     data = np.squeeze(data)
@@ -221,6 +288,15 @@ def labels_from_colour_mask(colours: np.ndarray) -> np.ndarray:
     """Turn a mask whose values are colour classes (touching objects differ) into instance labels.
 
     Each connected component (8-connectivity) of one non-zero value becomes one object.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> colours = np.array([[1, 1, 2, 0, 1],
+    ...                     [1, 1, 2, 0, 1]])      # two touching objects of different colour, one apart
+    >>> labels_from_colour_mask(colours)
+    array([[1, 1, 3, 0, 2],
+           [1, 1, 3, 0, 2]], dtype=uint16)
     """
     from scipy import ndimage as ndi
 
