@@ -309,23 +309,3 @@ def labels_from_colour_mask(colours: np.ndarray) -> np.ndarray:
         out[comp > 0] = comp[comp > 0] + next_label
         next_label += n
     return out.astype(label_dtype(next_label), copy=False)
-
-
-def create_zarr(path: str | Path, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]) -> Any:
-    """Create (overwrite) a zarr array on disk for block-wise output larger than memory."""
-    import zarr
-
-    return zarr.open(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
-
-
-def open_zarr(path: str | Path) -> Any:
-    """Open an existing zarr array read-only (no data is loaded)."""
-    import zarr
-
-    path = Path(path)
-    if not path.exists():
-        raise StainsegError("zarr array not found; check the path", path)
-    try:
-        return zarr.open(str(path), mode="r")
-    except Exception as exc:
-        raise StainsegError(f"cannot open as zarr ({exc}); is it a zarr array folder?", path) from None

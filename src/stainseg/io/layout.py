@@ -24,7 +24,24 @@ RESERVED = ("channel", "z")
 
 @dataclass
 class ImageSet:
-    """One imaged position: metadata fields and, per channel, its files ordered by z."""
+    """One imaged position: metadata fields and, per channel, its files ordered by z.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from stainseg.config import config_from_dict
+    >>> from stainseg.io.images import write_image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
+    ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
+    >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
+    ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
+    >>> first = scan(cfg).image_sets[0]
+    >>> first.fields, sorted(first.channels)
+    ({'well': 'A01', 'site': '1'}, ['BF', 'DNA'])
+    """
 
     fields: dict[str, str]
     channels: dict[str, list[Path]] = field(default_factory=dict)
@@ -32,7 +49,15 @@ class ImageSet:
 
     @property
     def name(self) -> str:
-        """A file-name-safe identifier, e.g. ``A01_s1_t03`` or ``well-A14_site-1``."""
+        """A file-name-safe identifier, e.g. ``A01_s1_t03`` or ``well-A14_site-1``.
+
+        Examples
+        --------
+        >>> ImageSet({"well": "A01", "site": "1", "time": "03"}).name
+        'A01_s1_t03'
+        >>> ImageSet({"plate": "P1", "well": "A01"}).name
+        'plate-P1_well-A01'
+        """
         if not self.fields:
             files = next(iter(self.channels.values()))
             return files[0].stem
@@ -42,20 +67,64 @@ class ImageSet:
         return "_".join(f"{k}-{v}" for k, v in self.fields.items())
 
     def files(self, channel: str) -> list[Path]:
-        """The files of ``channel`` ordered by z; a one-line error when the channel is missing."""
+        """The files of ``channel`` ordered by z; a one-line error when the channel is missing.
+
+        Examples
+        --------
+        >>> from pathlib import Path
+        >>> iset = ImageSet({"well": "A01"}, {"DNA": [Path("A01_DNA.tif")]})
+        >>> iset.files("DNA")
+        [PosixPath('A01_DNA.tif')]
+        >>> iset.files("GFP")
+        Traceback (most recent call last):
+        ...
+        stainseg.errors.StainsegError: image set A01 has no 'GFP' images (channels found: DNA); check [channels] and pattern
+        """
         if channel not in self.channels:
             have = ", ".join(sorted(self.channels)) or "none"
             raise StainsegError(f"image set {self.name} has no '{channel}' images (channels found: {have}); check [channels] and pattern")
         return self.channels[channel]
 
     def load(self, channel: str) -> np.ndarray:
-        """Read all z-planes of ``channel`` as float32, shape (Z, Y, X)."""
+        """Read all z-planes of ``channel`` as float32, shape (Z, Y, X).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from pathlib import Path
+        >>> from stainseg.config import config_from_dict
+        >>> from stainseg.io.images import write_image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
+        ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
+        >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
+        ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
+        >>> scan(cfg).image_sets[0].load("DNA").shape        # (Z, Y, X) float32
+        (1, 16, 16)
+        """
         planes = [as_float(read_plane(p), p) for p in self.files(channel)]
         _check_shapes(planes, self.files(channel), self.name)
         return np.stack(planes)
 
     def load_stack(self, channels: Iterable[str]) -> np.ndarray:
-        """Read ``channels`` in order, every z-plane one channel: float32 (C, Y, X)."""
+        """Read ``channels`` in order, every z-plane one channel: float32 (C, Y, X).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from pathlib import Path
+        >>> from stainseg.config import config_from_dict
+        >>> from stainseg.io.images import write_image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
+        ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
+        >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
+        ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
+        >>> scan(cfg).image_sets[0].load_stack(["BF", "DNA"]).shape
+        (2, 16, 16)
+        """
         paths = [p for ch in channels for p in self.files(ch)]
         planes = [as_float(read_plane(p), p) for p in paths]
         _check_shapes(planes, paths, self.name)
@@ -74,7 +143,24 @@ def _check_shapes(planes: list[np.ndarray], paths: list[Path], name: str) -> Non
 
 @dataclass
 class Layout:
-    """Everything found under an experiment's root."""
+    """Everything found under an experiment's root.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from stainseg.config import config_from_dict
+    >>> from stainseg.io.images import write_image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
+    ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
+    >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
+    ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
+    >>> layout = scan(cfg)
+    >>> len(layout.image_sets), layout.unmatched
+    (2, ['notes.tif'])
+    """
 
     image_sets: list[ImageSet]
     unmatched: list[str]
@@ -82,7 +168,14 @@ class Layout:
     duplicates: list[str]
 
     def summary(self) -> str:
-        """Human-readable report of what was found and what looks wrong."""
+        """Human-readable report of what was found and what looks wrong.
+
+        Examples
+        --------
+        >>> print(Layout([], ["notes.tif"], [], []).summary())
+        0 image sets
+        1 files match no pattern, e.g. notes.tif
+        """
         lines = [f"{len(self.image_sets)} image sets"]
         for what, items in (("files match no pattern", self.unmatched), ("incomplete image sets", self.incomplete), ("duplicate files", self.duplicates)):
             if items:
@@ -91,7 +184,13 @@ class Layout:
 
 
 def value_key(value: str) -> tuple[int, float | str]:
-    """Sort key for metadata values: numbers by value (``2`` before ``10``, ``1341.95`` before ``1352.25``), then text."""
+    """Sort key for metadata values: numbers by value (``2`` before ``10``, ``1341.95`` before ``1352.25``), then text.
+
+    Examples
+    --------
+    >>> sorted(["10", "2", "b", "1341.95"], key=value_key)
+    ['2', '10', '1341.95', 'b']
+    """
     try:
         return (0, float(value))
     except ValueError:
@@ -99,7 +198,13 @@ def value_key(value: str) -> tuple[int, float | str]:
 
 
 def same_value(a: str, b: str) -> bool:
-    """Compare metadata values, numerically when both are numbers ('01' == '1')."""
+    """Compare metadata values, numerically when both are numbers ('01' == '1').
+
+    Examples
+    --------
+    >>> same_value("01", "1"), same_value("A01", "A1")
+    (True, False)
+    """
     try:
         return float(a) == float(b)
     except ValueError:
@@ -112,6 +217,21 @@ def scan(cfg: ExperimentConfig) -> Layout:
     The pattern must match the whole path relative to root (with ``/`` separators).
     Only image files (TIFF, PNG, JPEG) are considered. Raises a one-line error when the
     root is missing or the pattern matches nothing.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from stainseg.config import config_from_dict
+    >>> from stainseg.io.images import write_image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
+    ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
+    >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
+    ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
+    >>> [s.name for s in scan(cfg).image_sets]
+    ['A01_s1', 'A01_s2']
     """
     root = cfg.root_path
     where = cfg.source or "<config>"
@@ -172,6 +292,13 @@ def endpoint_sets(cfg: ExperimentConfig, sets: list[ImageSet]) -> list[ImageSet]
     """The image sets that carry the stains: per position the last time point, or the configured time.
 
     Without a ``time`` field every image set is an end point (fixed cells).
+
+    Examples
+    --------
+    >>> from stainseg.config import ExperimentConfig
+    >>> sets = [ImageSet({"site": "1", "time": t}) for t in ("1", "2", "10")]
+    >>> [s.fields["time"] for s in endpoint_sets(ExperimentConfig(), sets)]   # the last time point
+    ['10']
     """
     if not any("time" in s.fields for s in sets):
         return list(sets)
@@ -189,7 +316,23 @@ def endpoint_sets(cfg: ExperimentConfig, sets: list[ImageSet]) -> list[ImageSet]
 
 
 def is_test(cfg: ExperimentConfig, iset: ImageSet) -> bool:
-    """Whether an image set belongs to the held-out test part of the split."""
+    """Whether an image set belongs to the held-out test part of the split.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from stainseg.config import config_from_dict
+    >>> from stainseg.io.images import write_image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
+    ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
+    >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
+    ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
+    >>> [(s.name, is_test(cfg, s)) for s in scan(cfg).image_sets]
+    [('A01_s1', False), ('A01_s2', True)]
+    """
     split = cfg.split
     if any(same_value(iset.fields.get("site", "\0"), v) for v in split.test_sites):
         return True
@@ -203,7 +346,22 @@ def is_test(cfg: ExperimentConfig, iset: ImageSet) -> bool:
 
 
 def check_channels(cfg: ExperimentConfig, sets: list[ImageSet], stains: bool) -> None:
-    """Every image set has the input channels (and, for end points, the stains) the config names."""
+    """Every image set has the input channels (and, for end points, the stains) the config names.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from stainseg.config import config_from_dict
+    >>> from stainseg.io.images import write_image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
+    ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
+    >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
+    ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
+    >>> check_channels(cfg, scan(cfg).image_sets, stains=True)   # every set has BF and DNA: no error
+    """
     needed = list(cfg.channels.input)
     if stains:
         needed += [c for c in (cfg.channels.nuclei, cfg.channels.cytoplasm if cfg.objects == "cells" else None) if c]

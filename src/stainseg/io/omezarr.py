@@ -46,7 +46,13 @@ def _sort_key(value: str) -> tuple[int, Any]:
 
 
 def pyramid_levels(shape_yx: Sequence[int], min_side: int = 256, max_levels: int = 6) -> int:
-    """Number of resolution levels: halve until the smaller side would drop below ``min_side``."""
+    """Number of resolution levels: halve until the smaller side would drop below ``min_side``.
+
+    Examples
+    --------
+    >>> pyramid_levels((2048, 2048)), pyramid_levels((300, 300))
+    (4, 1)
+    """
     levels, side = 1, min(shape_yx)
     while levels < max_levels and side // 2 >= min_side:
         side //= 2
@@ -145,6 +151,20 @@ def write_plate_labels(path: str | Path, rows: Sequence[Mapping[str, Any]], name
     Notes
     -----
     See the module docstring for the layout and how time points map to the T axis.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from stainseg.io.images import write_labels
+    >>> out = Path(tempfile.mkdtemp())
+    >>> labels = np.zeros((32, 32), np.uint16); labels[4:12, 4:12] = 1
+    >>> rows = [{"name": f"A01_s{s}", "well": "A01", "site": str(s), "label_file": str(write_labels(out / f"{s}.tif", labels))}
+    ...         for s in (1, 2)]
+    >>> plate = write_plate_labels(out / "labels.ome.zarr", rows)
+    >>> read_field_labels(plate, "A01", field=1).shape
+    (32, 32)
     """
     from ome_zarr.writer import write_plate_metadata, write_well_metadata
 
@@ -214,7 +234,21 @@ def _write_field(group, by_time: Mapping[str, Mapping[str, Any]], times: list[st
 
 
 def read_field_labels(path: str | Path, well: str, field: int = 0, level: int = 0) -> np.ndarray:
-    """The label array (T, Y, X) or (Y, X) of one field of a plate written by :func:`write_plate_labels`."""
+    """The label array (T, Y, X) or (Y, X) of one field of a plate written by :func:`write_plate_labels`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from stainseg.io.images import write_labels
+    >>> out = Path(tempfile.mkdtemp())
+    >>> labels = np.zeros((32, 32), np.uint16); labels[4:12, 4:12] = 5
+    >>> path = write_labels(out / "l.tif", labels)
+    >>> plate = write_plate_labels(out / "p.ome.zarr", [{"name": "B03", "well": "B03", "label_file": str(path)}])
+    >>> int(read_field_labels(plate, "B03").max())
+    5
+    """
     import zarr
 
     r, c = _split_well(well)
