@@ -38,6 +38,14 @@ def image_groups(names: Iterable[str], group_by: GroupBy = None) -> dict[str, st
         A callable: name -> group. A string: a regular expression searched in each name; the group
         is its named groups joined by ``'_'`` (or the whole match), ``'ungrouped'`` when it fails,
         e.g. ``r'_(?P<well>[A-P]\\d{2})_s'`` groups BBBC images by well.
+
+    Examples
+    --------
+    >>> names = ["plate_A01_s1", "plate_A01_s2", "plate_B02_s1"]
+    >>> image_groups(names, "_(?P<well>[A-P][0-9]{2})_s")
+    {'plate_A01_s1': 'A01', 'plate_A01_s2': 'A01', 'plate_B02_s1': 'B02'}
+    >>> image_groups(names)["plate_B02_s1"]
+    'all'
     """
     names = list(names)
     if group_by is None:
@@ -150,6 +158,14 @@ def evaluate_arrays(
         per group, with its image names; ``images``: the scores of each image and its group;
         ``per_object``: rows (image, group, truth_label, fscore, best_pred_label, iou);
         ``fscores``: image name to its per-object F-score array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.zeros((20, 20), int); truth[2:8, 2:8] = 1; truth[10:18, 10:18] = 2
+    >>> result = evaluate_arrays({"A01_s1": (truth, truth), "A01_s2": (truth, np.zeros_like(truth))})
+    >>> result["overall"]["n_truth"], result["overall"]["percent_f_above"]
+    (4, 50.0)
     """
     return _evaluate_items(((name, np.asarray(t), np.asarray(p)) for name, (t, p) in pairs.items()),
                            group_by, fscore_threshold, iou_thresholds, iou_threshold)

@@ -21,7 +21,13 @@ _CYCLE = ("#1b9e77", "#d95f02", "#7570b3", "#66a61e", "#e6ab02", "#a6761d", "#66
 
 
 def curve_colour(name: str, index: int = 0) -> str:
-    """Colour of a named curve: names with 'mangt' magenta, 'cpgt' blue (as in the paper), else a cycle."""
+    """Colour of a named curve: names with 'mangt' magenta, 'cpgt' blue (as in the paper), else a cycle.
+
+    Examples
+    --------
+    >>> curve_colour("cpgt"), curve_colour("mangt")
+    ('#1f5fbf', '#c2189b')
+    """
     lowered = name.lower()
     if "mangt" in lowered or "manual" in lowered:
         return MAGENTA
@@ -76,6 +82,14 @@ def plot_fscore_curves(
         Thresholds of the curves.
     headline : float
         Threshold marked by a dotted line, with each curve's value in the legend.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> path = plot_fscore_curves({"cpgt": np.array([0.9, 0.8, 0.3])}, tempfile.mkdtemp() + "/fscore.png")
+    >>> path.suffix, path.stat().st_size > 1000
+    ('.png', True)
     """
     fig = _new_figure()
     ax = fig.add_subplot()
@@ -111,6 +125,13 @@ def plot_group_boxplot(
     """Box plots of a per-image value (e.g. % F >= 0.6 per site) grouped by a key (e.g. well).
 
     Each image is also drawn as a dot; NaN values (images without objects) are left out.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = plot_group_boxplot({"A01": [80.0, 85.0], "B02": [60.0, 70.0, 65.0]}, tempfile.mkdtemp() + "/wells.png")
+    >>> path.is_file()
+    True
     """
     fig = _new_figure(max(5.5, 1.0 + 0.8 * len(values)), 4.5)
     ax = fig.add_subplot()
@@ -148,6 +169,13 @@ def plot_ap_iou(
     sweeps : mapping of str to mapping
         Name to a sweep with ``thresholds``, ``ap`` and ``f1`` (from ``match_iou`` or the
         ``iou_sweep`` of ``evaluate_pair`` / ``pooled_scores``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> sweep = {"thresholds": [0.5, 0.75], "ap": [0.8, 0.5], "f1": [0.9, 0.7]}
+    >>> plot_ap_iou({"network": sweep}, tempfile.mkdtemp() + "/ap.png").is_file()
+    True
     """
     fig = _new_figure()
     ax = fig.add_subplot()

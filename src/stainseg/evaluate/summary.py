@@ -71,6 +71,15 @@ def evaluate_pair(
         ``n_truth``, ``n_pred``, ``fscore_threshold``, ``percent_f_above``, ``median_f``, ``mean_f``,
         ``iou_threshold``, ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1``, ``ap``,
         ``mean_ap`` and ``iou_sweep`` (lists per threshold). Plain Python values, JSON-ready.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.zeros((20, 20), int); truth[2:8, 2:8] = 1; truth[10:18, 10:18] = 2
+    >>> pred = np.zeros((20, 20), int); pred[2:8, 2:6] = 1
+    >>> s = evaluate_pair(truth, pred)
+    >>> s["n_truth"], s["n_pred"], s["percent_f_above"], s["tp"], s["fn"]
+    (2, 1, 50.0, 1, 1)
     """
     table = overlap_table(truth, pred)
     fscores = object_fscores(table)
@@ -93,6 +102,16 @@ def pooled_scores(
         Per-object F-scores of each image (:func:`object_fscores`).
     sweeps : iterable of dict
         :func:`match_iou` results of the same images, all with the same thresholds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stainseg.evaluate.matching import match_iou, object_fscores
+    >>> a = np.zeros((10, 10), int); a[1:5, 1:5] = 1
+    >>> b = np.zeros((10, 10), int); b[1:5, 1:3] = 1
+    >>> pooled = pooled_scores([object_fscores(a, a), object_fscores(a, b)], [match_iou(a, a), match_iou(a, b)])
+    >>> pooled["n_truth"], pooled["percent_f_above"], pooled["tp"], pooled["mean_ap"]   # IoU 0.5: a match at 0.5 only
+    (2, 100.0, 2, 0.4)
     """
     all_f = np.concatenate([np.asarray(f, dtype=np.float64).ravel() for f in fscores] or [np.zeros(0)])
     sweeps = list(sweeps)
