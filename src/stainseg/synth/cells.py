@@ -24,7 +24,14 @@ TEXTURE_MARGIN = 64
 
 @dataclass
 class CellParams:
-    """Geometry and dynamics of the simulated cells (lengths in px, per frame)."""
+    """Geometry and dynamics of the simulated cells (lengths in px, per frame).
+
+    Examples
+    --------
+    >>> params = CellParams(density=0.5)           # half the default crowding
+    >>> params.radius, params.density
+    (17.0, 0.5)
+    """
 
     radius: float = 17.0
     """Mean cell radius (cells are ~30-45 px across)."""
@@ -50,7 +57,16 @@ class CellParams:
 
 @dataclass
 class Population:
-    """One array per property; entry i of every array describes cell i."""
+    """One array per property; entry i of every array describes cell i.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> pop = seed_population(rng, 96, CellParams())
+    >>> len(pop) == len(pop.track) == len(pop.y)
+    True
+    """
 
     track: np.ndarray
     parent: np.ndarray
@@ -81,11 +97,29 @@ class Population:
         return len(self.track)
 
     def take(self, index: np.ndarray) -> "Population":
-        """The cells at ``index`` (integer or boolean array)."""
+        """The cells at ``index`` (integer or boolean array).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> pop = seed_population(rng, 96, CellParams())
+        >>> len(pop.take(pop.x < 48)) < len(pop)
+        True
+        """
         return Population(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
 
     def concat(self, other: "Population") -> "Population":
-        """This population followed by ``other``."""
+        """This population followed by ``other``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> pop = seed_population(rng, 96, CellParams())
+        >>> len(pop.concat(pop)) == 2 * len(pop)
+        True
+        """
         return Population(**{f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)])
                              for f in dataclasses.fields(self)})
 
@@ -120,7 +154,16 @@ def _new_cells(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, first_tra
 
 
 def seed_population(rng: np.random.Generator, size: int, params: CellParams) -> Population:
-    """Initial cells over the field (plus margin): some in clusters, some alone, pushed apart."""
+    """Initial cells over the field (plus margin): some in clusters, some alone, pushed apart.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> pop = seed_population(rng, 96, CellParams())
+    >>> bool(pop.track[0] == 1 and (pop.parent == 0).all())   # tracks numbered from 1, no parents yet
+    True
+    """
     lo, hi = -params.margin, size + params.margin
     n = max(1, int(round(params.density * (hi - lo) ** 2 / 40.0**2)))
     n_clustered = int(round(params.clustering * n))
@@ -193,6 +236,16 @@ def step_population(rng: np.random.Generator, pop: Population, size: int, params
 
     Cells in mitosis round up for one frame (drawn round, thick and phase-bright) and divide at the next.
     The random numbers drawn depend only on the history so far, so a longer run repeats a shorter one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> pop = seed_population(rng, 96, CellParams())
+    >>> before = pop.y.copy()
+    >>> pop, next_track = step_population(rng, pop, 96, CellParams(), next_track=len(pop) + 1)
+    >>> bool(np.abs(pop.y[:5] - before[:5]).max() > 0)              # cells moved
+    True
     """
     pop.mitosis = np.where(pop.mitosis > 0, pop.mitosis + 1, 0)
     pop, next_track = _divide(rng, pop, next_track, params)
@@ -221,7 +274,17 @@ def step_population(rng: np.random.Generator, pop: Population, size: int, params
 
 @dataclass
 class CellFields:
-    """Per-pixel output of :func:`render_cells` for one frame."""
+    """Per-pixel output of :func:`render_cells` for one frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> pop = seed_population(rng, 96, CellParams())
+    >>> fields = render_cells(pop, 96, make_textures(rng))
+    >>> fields.labels.shape, bool(np.isin(fields.nuclei, fields.labels).all())   # every nucleus inside its cell
+    ((96, 96), True)
+    """
 
     labels: np.ndarray
     """Cell instance labels (0 = background), 1..n in track order."""
@@ -244,7 +307,15 @@ class CellFields:
 
 
 def make_textures(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Static texture maps (zero mean, unit sd) that cells sample at their own origin."""
+    """Static texture maps (zero mean, unit sd) that cells sample at their own origin.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> textures = make_textures(np.random.default_rng(0))
+    >>> sorted(textures), round(float(textures["low"].std()), 3)
+    (['chromatin', 'grain', 'low'], 1.0)
+    """
     side = TEXTURE_SIZE + 2 * TEXTURE_MARGIN
     out = {}
     for name, sigma in (("low", 5.0), ("grain", 0.9), ("chromatin", 1.1)):
@@ -259,6 +330,16 @@ def render_cells(pop: Population, size: int, textures: dict[str, np.ndarray], mi
     Each pixel goes to the cell in which it lies deepest (relative to that cell's outline), so that
     overlapping neighbours share a straight-ish border, as touching cells do. Fragments of a cell cut
     off by a neighbour and visible pieces smaller than ``min_area`` px are dropped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> pop = seed_population(rng, 96, CellParams())
+    >>> fields = render_cells(pop, 96, make_textures(rng))
+    >>> n = int(fields.labels.max())
+    >>> bool(n > 3), np.unique(fields.labels).tolist() == list(range(n + 1))   # labels 1..n
+    (True, True)
     """
     shape = (size, size)
     owner = np.full(shape, -1, np.int32)

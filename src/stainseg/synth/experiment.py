@@ -36,7 +36,13 @@ _SIMULATION, _STATIC, _FRAME, _ENDPOINT = 0, 1, 2, 3
 
 
 def well_names(wells: int) -> list[str]:
-    """Plate well names A01, A02, ... (12 columns per row; 24 beyond 96 wells)."""
+    """Plate well names A01, A02, ... (12 columns per row; 24 beyond 96 wells).
+
+    Examples
+    --------
+    >>> well_names(3), well_names(13)[-1]
+    (['A01', 'A02', 'A03'], 'B01')
+    """
     columns = 12 if wells <= 96 else 24
     if wells > 16 * columns:
         raise StainsegError(f"at most 384 wells can be named (A01..P24), got --wells {wells}")
@@ -181,8 +187,12 @@ def generate_experiment(out_dir: str | Path, wells: int = 1, sites: int = 2, tim
 
     Examples
     --------
-    >>> toml = generate_experiment("synthetic", sites=3, times=6, seed=1)  # doctest: +SKIP
-    >>> cfg = stainseg.config.load_config(toml)  # doctest: +SKIP
+    >>> import tempfile
+    >>> from stainseg.config import load_config
+    >>> toml = generate_experiment(tempfile.mkdtemp(), sites=2, times=2, size=64, seed=1)
+    >>> cfg = load_config(toml)
+    >>> cfg.channels.input, cfg.channels.nuclei
+    (['BF'], 'Hoechst')
     """
     _check(wells, sites, times, size, density)
     out = Path(out_dir)

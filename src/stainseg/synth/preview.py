@@ -16,7 +16,16 @@ def _stretch(image: np.ndarray) -> np.ndarray:
 
 
 def label_colours(labels: np.ndarray, outlines: np.ndarray | None = None) -> np.ndarray:
-    """RGB image of ``labels`` with a fixed random colour per label; ``outlines`` (bool) drawn white."""
+    """RGB image of ``labels`` with a fixed random colour per label; ``outlines`` (bool) drawn white.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.zeros((8, 8), int); labels[2:6, 2:6] = 1
+    >>> rgb = label_colours(labels)
+    >>> rgb.shape, rgb[0, 0].tolist()                  # background black
+    ((8, 8, 3), [0.0, 0.0, 0.0])
+    """
     from skimage.segmentation import find_boundaries
 
     palette = np.random.default_rng(1).uniform(0.25, 1.0, (int(labels.max()) + 1, 3))
@@ -32,6 +41,15 @@ def write_preview(out_dir: str | Path, well: str, site: int, time: int, crop: in
     """Write ``out_dir/preview.png`` for one image set of an experiment made by :func:`generate_experiment`.
 
     Images larger than ``crop`` px are shown by their central ``crop`` x ``crop`` part.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from stainseg.synth.experiment import generate_experiment
+    >>> out = tempfile.mkdtemp()
+    >>> _ = generate_experiment(out, wells=1, sites=1, times=1, size=64)
+    >>> write_preview(out, "A01", site=1, time=0).name
+    'preview.png'
     """
     import matplotlib
 

@@ -21,7 +21,14 @@ from stainseg.synth.cells import CellFields, Population
 
 @dataclass
 class OpticsParams:
-    """Bright-field and fluorescence imaging (intensities in camera counts)."""
+    """Bright-field and fluorescence imaging (intensities in camera counts).
+
+    Examples
+    --------
+    >>> optics = OpticsParams()
+    >>> optics.offset > 0
+    True
+    """
 
     z_step_um: float = 4.0
     """Distance between bright-field planes (scenario A: 3 planes, 4 um apart)."""
@@ -49,6 +56,13 @@ def illumination_field(rng: np.random.Generator, size: int, ratio: float) -> np.
     """Smooth multiplicative illumination (mean about 1) whose corner-to-corner ratio is about ``ratio``.
 
     A ramp along a random direction plus a little vignetting; ``ratio = 1`` gives a flat field.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> light = illumination_field(np.random.default_rng(0), 128, ratio=1.5)
+    >>> light.shape, round(float(np.exp(np.log(light).mean())), 3)    # geometric mean 1
+    ((128, 128), 1.0)
     """
     angle = float(rng.uniform(0.0, 2.0 * np.pi))
     coords = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
@@ -65,6 +79,13 @@ def camera(rng: np.random.Generator, expected: np.ndarray, read_noise: float, of
 
     Shot noise is Poisson; above 100 counts its (indistinguishable) Gaussian approximation is drawn,
     which is several times faster on large images.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = camera(np.random.default_rng(0), np.full((64, 64), 400.0), read_noise=3.0, offset=100.0)
+    >>> image.dtype.name, bool(abs(image.mean() - 500) < 5)          # offset + expected photons
+    ('uint16', True)
     """
     expected = np.clip(expected, 0.0, None).astype(np.float32)
     noise = rng.standard_normal(expected.shape, dtype=np.float32)
@@ -77,14 +98,31 @@ def camera(rng: np.random.Generator, expected: np.ndarray, read_noise: float, of
 
 
 def haze(signal: np.ndarray, sigma: float) -> np.ndarray:
-    """Wide Gaussian blur (out-of-focus light), computed on a 4x down-sampled copy for speed."""
+    """Wide Gaussian blur (out-of-focus light), computed on a 4x down-sampled copy for speed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spot = np.zeros((64, 64), np.float32); spot[32, 32] = 1.0
+    >>> blurred = haze(spot, sigma=8.0)
+    >>> blurred.shape, bool(blurred.max() < 0.1)
+    ((64, 64), True)
+    """
     small = ndi.gaussian_filter(signal[::4, ::4], sigma / 4.0, mode="nearest")
     zoom = [n / m for n, m in zip(signal.shape, small.shape)]
     return ndi.zoom(small, zoom, order=1, mode="nearest", grid_mode=True)[: signal.shape[0], : signal.shape[1]]
 
 
 def make_debris(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Static optical thickness of a few small particles on the glass (unlabelled)."""
+    """Static optical thickness of a few small particles on the glass (unlabelled).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> debris = make_debris(np.random.default_rng(0), 128)
+    >>> debris.shape, bool(debris.min() >= 0)
+    ((128, 128), True)
+    """
     out = np.zeros((size, size), np.float32)
     n = max(1, size * size // 15000)
     ys, xs = rng.integers(0, size, n), rng.integers(0, size, n)
@@ -93,7 +131,20 @@ def make_debris(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def optical_thickness(pop: Population, fields: CellFields, debris: np.ndarray | None = None) -> np.ndarray:
-    """Optical thickness (arbitrary units, ~1 at a cell's centre): dome-shaped body, thicker nucleus, texture."""
+    """Optical thickness (arbitrary units, ~1 at a cell's centre): dome-shaped body, thicker nucleus, texture.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stainseg.synth.cells import CellParams, make_textures, render_cells, seed_population
+    >>> rng = np.random.default_rng(0)
+    >>> pop = seed_population(rng, 96, CellParams())
+    >>> fields = render_cells(pop, 96, make_textures(rng))
+    >>> light = illumination_field(rng, 96, 1.3)
+    >>> height = optical_thickness(pop, fields)
+    >>> bool(height[fields.labels > 0].mean() > height[fields.labels == 0].mean())
+    True
+    """
     idx = fields.index
     rows = np.where(idx >= 0, idx, 0)
     thick = np.where(idx >= 0, pop.thickness[rows] * np.where(pop.mitosis[rows] > 0, 1.9, 1.0), 0.0)
@@ -112,6 +163,18 @@ def bright_field(rng: np.random.Generator, height: np.ndarray, fields: CellField
 
     Plane k is at ``(k - (planes - 1) / 2) * z_step_um`` from the nominal focus; ``focus_um`` shifts the
     true focus a little (drift), so the middle plane keeps a faint signed contrast.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stainseg.synth.cells import CellParams, make_textures, render_cells, seed_population
+    >>> rng = np.random.default_rng(0)
+    >>> pop = seed_population(rng, 96, CellParams())
+    >>> fields = render_cells(pop, 96, make_textures(rng))
+    >>> light = illumination_field(rng, 96, 1.3)
+    >>> planes = bright_field(rng, optical_thickness(pop, fields), fields, light, OpticsParams())
+    >>> len(planes), planes[0].dtype.name
+    (3, 'uint16')
     """
     level = optics.background if background is None else background
     inside = (fields.labels > 0).astype(np.float32)
@@ -129,7 +192,20 @@ def bright_field(rng: np.random.Generator, height: np.ndarray, fields: CellField
 
 def nuclear_stain(rng: np.random.Generator, pop: Population, fields: CellFields, illumination: np.ndarray,
                   optics: OpticsParams, level: float | None = None) -> np.ndarray:
-    """Hoechst-like image: bright textured nuclei (condensed and brighter in mitosis), blur, haze, noise."""
+    """Hoechst-like image: bright textured nuclei (condensed and brighter in mitosis), blur, haze, noise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stainseg.synth.cells import CellParams, make_textures, render_cells, seed_population
+    >>> rng = np.random.default_rng(0)
+    >>> pop = seed_population(rng, 96, CellParams())
+    >>> fields = render_cells(pop, 96, make_textures(rng))
+    >>> light = illumination_field(rng, 96, 1.3)
+    >>> dna = nuclear_stain(rng, pop, fields, light, OpticsParams())
+    >>> bool(dna[fields.nuclei > 0].mean() > 2 * dna[fields.labels == 0].mean())
+    True
+    """
     level = optics.nuclear_level if level is None else level
     idx = fields.index
     rows = np.where(idx >= 0, idx, 0)
@@ -144,7 +220,20 @@ def nuclear_stain(rng: np.random.Generator, pop: Population, fields: CellFields,
 
 def cytoplasm_stain(rng: np.random.Generator, pop: Population, fields: CellFields, illumination: np.ndarray,
                     optics: OpticsParams, level: float | None = None) -> np.ndarray:
-    """CellTracker-like image: whole cells, intensity varying per cell, thicker parts brighter, blur, noise."""
+    """CellTracker-like image: whole cells, intensity varying per cell, thicker parts brighter, blur, noise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stainseg.synth.cells import CellParams, make_textures, render_cells, seed_population
+    >>> rng = np.random.default_rng(0)
+    >>> pop = seed_population(rng, 96, CellParams())
+    >>> fields = render_cells(pop, 96, make_textures(rng))
+    >>> light = illumination_field(rng, 96, 1.3)
+    >>> cyto = cytoplasm_stain(rng, pop, fields, light, OpticsParams())
+    >>> bool(cyto[fields.labels > 0].mean() > cyto[fields.labels == 0].mean())
+    True
+    """
     level = optics.cytoplasm_level if level is None else level
     idx = fields.index
     rows = np.where(idx >= 0, idx, 0)
