@@ -59,6 +59,15 @@ def targets_from_labels(labels: np.ndarray, head: str = "3class", boundary_mode:
     Returns
     -------
     ndarray of uint8, shape (Y, X)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.zeros((7, 7), int); labels[1:6, 1:6] = 1
+    >>> targets_from_labels(labels)[3]                 # background, boundary, interior, boundary, background
+    array([0, 2, 1, 1, 1, 2, 0], dtype=uint8)
+    >>> targets_from_labels(labels, head="2class")[3]
+    array([0, 1, 1, 1, 1, 1, 0], dtype=uint8)
     """
     labels = np.asarray(labels)
     foreground = labels > 0
@@ -75,7 +84,16 @@ def targets_from_labels(labels: np.ndarray, head: str = "3class", boundary_mode:
 
 
 def mirror_extend(array: np.ndarray) -> np.ndarray:
-    """The 3 x 3 mirror extension of the last two axes (for reference and tests; crops use :func:`mirror_crop`)."""
+    """The 3 x 3 mirror extension of the last two axes (for reference and tests; crops use :func:`mirror_crop`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mirror_extend(np.array([[1, 2]]))
+    array([[2, 1, 1, 2, 2, 1],
+           [2, 1, 1, 2, 2, 1],
+           [2, 1, 1, 2, 2, 1]])
+    """
     ny, nx = array.shape[-2:]
     pad = [(0, 0)] * (array.ndim - 2) + [(ny, ny), (nx, nx)]
     return np.pad(array, pad, mode="symmetric")
@@ -92,6 +110,13 @@ def mirror_crop(array: np.ndarray, top: int, left: int, size: int) -> np.ndarray
 
     ``top`` and ``left`` may be negative or beyond the image: ``mirror_crop(a, t, l, s)`` equals
     ``mirror_extend(a)[..., t + Y : t + Y + s, l + X : l + X + s]`` whenever that lies inside.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.arange(12).reshape(3, 4)
+    >>> np.array_equal(mirror_crop(a, -2, -1, 4), mirror_extend(a)[1:5, 3:7])
+    True
     """
     ny, nx = array.shape[-2:]
     rows = _reflect(np.arange(top, top + size), ny)
@@ -125,6 +150,15 @@ def random_sample(
     -------
     image_crop : ndarray, shape (C, crop_size, crop_size)
     target_crops : list of ndarray, shape (crop_size, crop_size)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.random.default_rng(0).random((2, 50, 60)).astype(np.float32)
+    >>> labels = np.zeros((50, 60), np.uint8); labels[10:30, 10:30] = 1
+    >>> crop, (target,) = random_sample(image, [labels], 32, np.random.default_rng(1))
+    >>> crop.shape, target.shape
+    ((2, 32, 32), (32, 32))
     """
     if region is not None:
         image = image[(slice(None),) + tuple(region)]

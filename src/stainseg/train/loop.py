@@ -52,7 +52,15 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclasses.dataclass
 class TrainResult:
-    """What :func:`train` returns: the network, its history and facts about the run."""
+    """What :func:`train` returns: the network, its history and facts about the run.
+
+    Examples
+    --------
+    >>> import torch
+    >>> r = TrainResult(network=torch.nn.Identity(), history=[], info={"iterations_run": 0})
+    >>> r.info["iterations_run"]
+    0
+    """
 
     network: StainNet
     history: list[dict[str, Any]]
@@ -67,7 +75,15 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 def weighted_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy per pixel times the weight image, normalised by the summed weights."""
+    """Cross-entropy per pixel times the weight image, normalised by the summed weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits = torch.tensor([[[[4.0]], [[0.0]]]])            # (B, classes, Y, X): confident background
+    >>> round(float(weighted_softmax_loss(logits, torch.zeros(1, 1, 1), torch.ones(1, 1, 1))), 4)
+    0.0181
+    """
     per_pixel = F.cross_entropy(logits.float(), targets.long(), reduction="none")
     return (per_pixel * weights).sum() / weights.sum().clamp_min(1e-12)
 
@@ -79,6 +95,17 @@ def validation_score(model: StainNet, images: Sequence[np.ndarray], targets: Seq
     For the 2class head this is the foreground pixel Dice; for 3class the mean of the interior and
     boundary Dice, so that it rewards separating touching objects too. Cheap: one forward pass
     per image, no instance segmentation.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from stainseg.config import ModelConfig
+    >>> from stainseg.network import StainNet
+    >>> target = np.zeros((32, 32), np.uint8); target[8:24, 8:24] = 1
+    >>> score = validation_score(StainNet(ModelConfig()), [target[None].astype(np.float32)], [target],
+    ...                          torch.device("cpu"), use_amp=False, channels_last=False)
+    >>> 0.0 <= score <= 1.0
+    True
     """
     model.eval()
     scores = []
@@ -157,6 +184,15 @@ class TrainData:
 
     ``regions[i]`` is the part of image ``i`` that training crops come from (None: all of it);
     ``strips`` maps an image to the column where its validation strip starts (few images only).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stainseg.config import ExperimentConfig
+    >>> lab = np.zeros((64, 64), int); lab[20:40, 20:40] = 1
+    >>> data = prepare_data([lab[None].astype(np.float32)] * 5, [lab] * 5, ExperimentConfig(), np.random.default_rng(0))
+    >>> len(data.images), len(data.val_images), data.foreground_factor > 1
+    (5, 1, True)
     """
 
     images: list[np.ndarray]
@@ -334,13 +370,29 @@ class LoopState:
     stopped_early: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a dict (no copies), as saved in the checkpoint."""
+        """The fields as a dict (no copies), as saved in the checkpoint.
+
+        Examples
+        --------
+        >>> LoopState(iteration=3).as_dict()["iteration"]
+        3
+        """
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass
 class Session:
-    """Everything a checkpoint saves and restores: network, optimiser, gradient scaler, RNGs and loop state."""
+    """Everything a checkpoint saves and restores: network, optimiser, gradient scaler, RNGs and loop state.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> net = torch.nn.Linear(2, 2)
+    >>> s = Session(net, torch.optim.AdamW(net.parameters()), torch.amp.GradScaler("cuda", enabled=False),
+    ...             np.random.default_rng(0), LoopState(total=10))
+    >>> s.state.total
+    10
+    """
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -380,7 +432,22 @@ def save_checkpoint(path: Path, session: Session, cfg: ExperimentConfig, sched: 
 def load_checkpoint(path: Path, session: Session, cfg: ExperimentConfig, device: torch.device) -> None:
     """Restore ``session`` from a checkpoint of the same training and model settings (one-line error otherwise).
 
-    See :func:`save_checkpoint` for an example.
+    Examples
+    --------
+    >>> import tempfile, torch, numpy as np
+    >>> from pathlib import Path
+    >>> from stainseg.config import ExperimentConfig
+    >>> net = torch.nn.Linear(2, 2)
+    >>> s = Session(net, torch.optim.AdamW(net.parameters()), torch.amp.GradScaler("cuda", enabled=False),
+    ...             np.random.default_rng(0), LoopState(iteration=7, total=10))
+    >>> path = Path(tempfile.mkdtemp()) / "checkpoint.pt"
+    >>> save_checkpoint(path, s, ExperimentConfig(), PRESETS["fast"])
+    >>> other = ExperimentConfig()
+    >>> other.train.seed = 1
+    >>> load_checkpoint(path, s, other, torch.device("cpu"))   # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stainseg.errors.StainsegError: ...checkpoint.pt: checkpoint was made with different training/model settings; ...
     """
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
@@ -418,7 +485,14 @@ class TimeBudget:
         self.timed_from: Optional[tuple[int, float]] = None
 
     def update(self, it: int, total: int, elapsed_s: float, now: Optional[float] = None) -> Optional[int]:
-        """The new total after iteration ``it`` (1-based count done), or None when it is not re-estimated now."""
+        """The new total after iteration ``it`` (1-based count done), or None when it is not re-estimated now.
+
+        Examples
+        --------
+        >>> budget = TimeBudget(max_minutes=None, planned=100, eval_every=10, start=0)
+        >>> budget.update(50, 100, elapsed_s=3.0) is None                  # no budget: the total never changes
+        True
+        """
         if self.max_minutes is None:
             return None
         now = time.perf_counter() if now is None else now

@@ -12,7 +12,13 @@ from stainseg.config import ExperimentConfig
 
 @dataclass
 class Schedule:
-    """Resolved training settings (preset + overrides)."""
+    """Resolved training settings (preset + overrides).
+
+    Examples
+    --------
+    >>> PRESETS["fast"].optimizer, PRESETS["paper"].crop_size
+    ('adamw', 480)
+    """
 
     iterations: int
     crop_size: int
@@ -36,7 +42,17 @@ PRESETS: dict[str, Schedule] = {
 
 
 def resolve_schedule(cfg: ExperimentConfig) -> Schedule:
-    """The preset of ``cfg.train.preset`` with the config's explicit overrides applied."""
+    """The preset of ``cfg.train.preset`` with the config's explicit overrides applied.
+
+    Examples
+    --------
+    >>> from stainseg.config import ExperimentConfig
+    >>> cfg = ExperimentConfig()
+    >>> cfg.train.iterations = 200
+    >>> s = resolve_schedule(cfg)
+    >>> s.iterations, s.crop_size, s.eval_every      # fast preset, validation every tenth of the run
+    (200, 128, 20)
+    """
     sched = copy.deepcopy(PRESETS[cfg.train.preset])
     for key in ("iterations", "crop_size", "batch_size", "learning_rate"):
         value = getattr(cfg.train, key)
@@ -47,7 +63,17 @@ def resolve_schedule(cfg: ExperimentConfig) -> Schedule:
 
 
 def learning_rate_at(iteration: int, total: int, sched: Schedule) -> float:
-    """Learning rate for (0-based) ``iteration`` of ``total``."""
+    """Learning rate for (0-based) ``iteration`` of ``total``.
+
+    Examples
+    --------
+    >>> paper = PRESETS["paper"]
+    >>> learning_rate_at(4999, 60_000, paper), learning_rate_at(5000, 60_000, paper)
+    (0.001, 0.0001)
+    >>> fast = PRESETS["fast"]
+    >>> learning_rate_at(0, 1000, fast) < learning_rate_at(50, 1000, fast) > learning_rate_at(999, 1000, fast)   # warm-up, then decay
+    True
+    """
     if sched.decay == "step":
         # the paper: ÷10 every 5000 of 60 000; stretched proportionally when the run is shorter
         step_every = max(1, round(sched.step_every * total / PRESETS["paper"].iterations)) if total < sched.iterations else sched.step_every
