@@ -26,7 +26,14 @@ else:  # pragma: no cover
 
 @dataclass
 class ChannelsConfig:
-    """Which channel names (the ``channel`` field of the pattern) play which role."""
+    """Which channel names (the ``channel`` field of the pattern) play which role.
+
+    Examples
+    --------
+    >>> cfg = config_from_dict({"root": ".", "pattern": "(?P<channel>[a-z]+)[.]tif", "channels": {"input": ["bf"], "nuclei": "dna"}})
+    >>> cfg.channels
+    ChannelsConfig(input=['bf'], nuclei='dna', cytoplasm=None)
+    """
 
     input: list[str] = field(default_factory=list)
     """Network input channels, in order; each z-plane of a channel becomes one network input."""
@@ -39,7 +46,13 @@ class ChannelsConfig:
 
 @dataclass
 class EndpointConfig:
-    """Which image sets carry the stains (time-lapse: the last time point)."""
+    """Which image sets carry the stains (time-lapse: the last time point).
+
+    Examples
+    --------
+    >>> EndpointConfig().time                          # the last time point carries the stains
+    'last'
+    """
 
     time: str = "last"
     """``"last"`` (per site), or a value of the ``time`` field."""
@@ -47,7 +60,15 @@ class EndpointConfig:
 
 @dataclass
 class SplitConfig:
-    """Held-out image sets for testing; the rest train."""
+    """Held-out image sets for testing; the rest train.
+
+    Examples
+    --------
+    >>> cfg = config_from_dict({"root": ".", "pattern": "(?P<channel>[a-z]+)[.]tif", "channels": {"input": ["bf"], "nuclei": "dna"},
+    ...                       "split": {"test_sites": ["2"]}})
+    >>> cfg.split.test_sites, cfg.split.test_fraction
+    (['2'], 0.0)
+    """
 
     test_sites: list[str] = field(default_factory=list)
     """Values of the ``site`` field held out (compared as numbers when both are numeric)."""
@@ -60,7 +81,13 @@ class SplitConfig:
 
 @dataclass
 class GroundTruthConfig:
-    """Automatic labels from the stains (METHOD.md section 1)."""
+    """Automatic labels from the stains (METHOD.md section 1).
+
+    Examples
+    --------
+    >>> GroundTruthConfig().illumination
+    'spline'
+    """
 
     illumination: Literal["spline", "plate", "none"] = "spline"
     """Per-image iterative spline background fit, one median function per channel over the plate, or none."""
@@ -81,7 +108,13 @@ class GroundTruthConfig:
 
 @dataclass
 class ModelConfig:
-    """Network architecture (METHOD.md section 3)."""
+    """Network architecture (METHOD.md section 3).
+
+    Examples
+    --------
+    >>> ModelConfig(head="3class").head, ModelConfig().base_width
+    ('3class', 8)
+    """
 
     in_channels: int = 1
     base_width: int = 8
@@ -97,7 +130,13 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Training (METHOD.md sections 2 and 4)."""
+    """Training (METHOD.md sections 2 and 4).
+
+    Examples
+    --------
+    >>> TrainConfig().preset, TrainConfig(iterations=200).iterations
+    ('fast', 200)
+    """
 
     preset: Literal["fast", "paper"] = "fast"
     iterations: Optional[int] = None
@@ -124,7 +163,13 @@ class TrainConfig:
 
 @dataclass
 class SegmentConfig:
-    """Segmentation of new images (METHOD.md section 5)."""
+    """Segmentation of new images (METHOD.md section 5).
+
+    Examples
+    --------
+    >>> SegmentConfig().threshold
+    0.5
+    """
 
     tile_size: int = 240
     two_pass: bool = True
@@ -152,13 +197,25 @@ class SegmentConfig:
 
     def instance_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`stainseg.segment.instances.probability_to_labels` set here
-        (``threshold``, ``min_size``, ``min_distance``, ``min_depth``); the dilation comes from :meth:`ExperimentConfig.dilation`."""
+        (``threshold``, ``min_size``, ``min_distance``, ``min_depth``); the dilation comes from :meth:`ExperimentConfig.dilation`.
+
+        Examples
+        --------
+        >>> sorted(SegmentConfig(min_size=20).instance_options())
+        ['min_depth', 'min_distance', 'min_size', 'threshold']
+        """
         return {"threshold": self.threshold, "min_size": self.min_size, "min_distance": self.min_distance, "min_depth": self.min_depth}
 
 
 @dataclass
 class PreprocessConfig:
-    """How input planes are prepared for the network (illumination as ``[groundtruth] illumination``)."""
+    """How input planes are prepared for the network (illumination as ``[groundtruth] illumination``).
+
+    Examples
+    --------
+    >>> PreprocessConfig().normalization
+    'hybrid'
+    """
 
     normalization: Literal["image", "hybrid", "training"] = "hybrid"
     """``"image"``: each image's own percentiles (stainseg 0.1); ``"hybrid"``: the same, but a field with far less
@@ -169,6 +226,14 @@ class PreprocessConfig:
 
 @dataclass
 class EvaluationConfig:
+    """Reference data to score against, besides the automatic labels (paths relative to the experiment file).
+
+    Examples
+    --------
+    >>> EvaluationConfig(manual="masks").manual
+    'masks'
+    """
+
     manual: Optional[str] = None
     """Folder of manual masks (file stems matching image sets), for the 'mangt' comparison."""
     tracks: Optional[str] = None
@@ -177,7 +242,14 @@ class EvaluationConfig:
 
 @dataclass
 class ExperimentConfig:
-    """Everything a run needs. ``root``, ``pattern`` and ``channels.input`` are required."""
+    """Everything a run needs. ``root``, ``pattern`` and ``channels.input`` are required.
+
+    Examples
+    --------
+    >>> cfg = ExperimentConfig(objects="cells")
+    >>> cfg.train.preset, cfg.dilation()
+    ('fast', 9)
+    """
 
     name: str = ""
     root: str = ""
@@ -197,7 +269,13 @@ class ExperimentConfig:
 
     @property
     def root_path(self) -> Path:
-        """``root`` resolved relative to the experiment file's folder (:meth:`resolve_path`)."""
+        """``root`` resolved relative to the experiment file's folder (:meth:`resolve_path`).
+
+        Examples
+        --------
+        >>> ExperimentConfig(root="images", source="/data/plate1/experiment.toml").root_path.as_posix()
+        '/data/plate1/images'
+        """
         return self.resolve_path(self.root)
 
     def resolve_path(self, value: str | Path) -> Path:
@@ -219,7 +297,13 @@ class ExperimentConfig:
         return path
 
     def dilation(self) -> int:
-        """The post-segmentation dilation: configured, else 9 for cells and 3 for nuclei."""
+        """The post-segmentation dilation: configured, else 9 for cells and 3 for nuclei.
+
+        Examples
+        --------
+        >>> ExperimentConfig(objects="nuclei").dilation(), ExperimentConfig(objects="cells").dilation()
+        (3, 9)
+        """
         if self.segment.dilation is not None:
             return self.segment.dilation
         return 9 if self.objects == "cells" else 3
@@ -339,7 +423,19 @@ def _check_values(cfg: ExperimentConfig, where: str) -> None:
 
 
 def config_from_dict(data: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
-    """Build and validate an :class:`ExperimentConfig` from a TOML-like dict."""
+    """Build and validate an :class:`ExperimentConfig` from a TOML-like dict.
+
+    Examples
+    --------
+    >>> channels = {"input": ["bf"], "nuclei": "dna"}
+    >>> cfg = config_from_dict({"root": "images", "pattern": "(?P<channel>[a-z]+)[.]tif", "channels": channels, "train": {"iterations": 50}})
+    >>> cfg.train.iterations
+    50
+    >>> config_from_dict({"root": "images", "pattern": "(?P<channel>[a-z]+)[.]tif", "channels": channels, "train": {"iteratons": 50}})
+    Traceback (most recent call last):
+    ...
+    stainseg.errors.StainsegError: <config>: unknown key 'train.iteratons' (did you mean 'train.iterations'?); see docs/configuration.md for the keys
+    """
     missing = sorted(k for k in _REQUIRED if k not in data)
     if missing:
         raise StainsegError(f"missing required key '{missing[0]}'; see docs/configuration.md", where)
@@ -350,7 +446,18 @@ def config_from_dict(data: dict[str, Any], where: str = "<config>") -> Experimen
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment TOML file."""
+    """Read and validate an experiment TOML file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "experiment.toml"
+    >>> _ = path.write_text("root = 'images'\\npattern = '(?P<channel>[a-z]+)[.]tif'\\n[channels]\\ninput = ['bf']\\nnuclei = 'dna'\\n")
+    >>> cfg = load_config(path)
+    >>> cfg.channels.nuclei, cfg.root_path == path.parent / "images"
+    ('dna', True)
+    """
     path = Path(path)
     if not path.is_file():
         raise StainsegError("experiment file not found; check the path", path)
@@ -364,7 +471,14 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain dict of a config dataclass, ``None`` values dropped (TOML has no null)."""
+    """Plain dict of a config dataclass, ``None`` values dropped (TOML has no null).
+
+    Examples
+    --------
+    >>> data = config_to_dict(ExperimentConfig(root="images"))
+    >>> data["root"], "source" in data, data["train"]["preset"]
+    ('images', False, 'fast')
+    """
 
     def clean(obj: Any) -> Any:
         if isinstance(obj, dict):
@@ -377,7 +491,19 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
-    """Write the config as TOML (atomically), with ``root`` made absolute so it works from anywhere."""
+    """Write the config as TOML (atomically), with ``root`` made absolute so it works from anywhere.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "copy.toml"
+    >>> cfg = ExperimentConfig(root="/data/images", pattern="(?P<channel>[a-z]+)[.]tif",
+    ...                        channels=ChannelsConfig(input=["bf"], nuclei="dna"))
+    >>> save_config(cfg, path)
+    >>> load_config(path).root
+    '/data/images'
+    """
     import tomli_w
 
     from stainseg.io.atomic import write_text
