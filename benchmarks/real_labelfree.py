@@ -1,0 +1,290 @@
+"""Real label-free microscopy: nuclei and whole cells learned from automatic labels, scored on held-out fields.
+
+For each data set the automatic labels are made with :func:`stainseg.automatic_labels` (nuclei from
+the nuclear stain; whole cells from the nuclear stain + the label-free image itself, no cytoplasm
+stain), a network is trained on some fields with :func:`stainseg.train` (label-free planes in,
+automatic labels as targets), and held-out fields are segmented with :meth:`stainseg.Model.segment`.
+Scores (% of true objects with per-object F >= 0.6, F1 of one-to-one matches at IoU 0.5, object
+count ratio predicted / true):
+
+- ``network_vs_manual``: the network against manual masks, where the field has them;
+- ``auto_vs_manual``: the automatic labels against the manual masks;
+- ``network_vs_auto``: the network against the automatic labels (the paper's cpgt).
+
+Data sets (../shared/data; research use, never bundled):
+
+- ``hela_nuclei``: phase -> nuclei, trained on deepcell HeLa s2-s4 and 3T3 s1, s3, s4; scored on
+  HeLa s5, s6 (automatic nuclei), 3T3 s2 (manual nuclei) and the HeLa s7 plating series (counts);
+- ``hela_cells``: phase -> whole cells, labels from the nuclear stain + phase only; trained on HeLa
+  s2-s4, scored on HeLa s5, s6, s7 against manual cells, and on 3T3 s1, BMDM s1, MCF10A s2 (other
+  cell types: the HeLa model and the automatic labels, both against manual cells);
+- ``isl``: three middle phase planes of a 13-plane z-stack -> nuclei, labels from DAPI; the one
+  (top-half) field is split: train on the left part holding 60 % of the nuclei, score on the right
+  part against the classical DAPI labels;
+- ``sephace``: three bright-field planes -> nuclei, labels from DAPI; the one field split likewise.
+
+Writes ``OUT/<data set>.json`` and ``OUT/<data set>.png`` (a crop of a held-out field: the label-free
+image with the outlines of the automatic labels, the network result and the manual masks).
+
+    .venv/bin/python benchmarks/real_labelfree.py [--only hela_nuclei,isl] [--minutes 4] [-o docs/img/real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from skimage.segmentation import clear_border
+
+import stainseg
+from stainseg.io.atomic import atomic_path
+from stainseg.io.images import read_image, read_labels
+from stainseg.report.figures import overlay_panel
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """% F >= 0.6, F1@0.5 and the object counts of ``pred`` against ``truth``."""
+    s = stainseg.evaluate(np.asarray(truth, np.int32), np.asarray(pred, np.int32))
+    n_t, n_p = int(s["n_truth"]), int(s["n_pred"])
+    return {"percent_f06": round(float(s["percent_f_above"]), 1), "f1": round(float(s["f1"]), 3),
+            "n_truth": n_t, "n_pred": n_p, "count_ratio": round(n_p / n_t, 3) if n_t else None}
+
+
+def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scores pooled over fields (weighted by objects): % F >= 0.6 and F1 from the summed counts."""
+    rows = [r for r in rows if r and r.get("n_truth")]
+    if not rows:
+        return {}
+    n_t = sum(r["n_truth"] for r in rows)
+    n_p = sum(r["n_pred"] for r in rows)
+    above = sum(r["percent_f06"] * r["n_truth"] / 100.0 for r in rows)
+    tp = sum(r["f1"] * (r["n_truth"] + r["n_pred"]) / 2.0 for r in rows)
+    return {"percent_f06": round(100.0 * above / n_t, 1), "f1": round(2.0 * tp / (n_t + n_p), 3),
+            "n_truth": n_t, "n_pred": n_p, "count_ratio": round(n_p / n_t, 3)}
+
+
+def picture(path: Path, image: np.ndarray, panels: list[tuple[str, Optional[np.ndarray]]], title: str,
+            box: tuple[slice, slice]) -> None:
+    """One PNG: the label-free crop with the outlines of each label image in ``panels``."""
+    items = [(caption, image[box], np.asarray(lab)[box]) for caption, lab in panels if lab is not None]
+    data = overlay_panel(items, title)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def densest_box(labels: np.ndarray, side: int) -> tuple[slice, slice]:
+    """A ``side`` x ``side`` window holding many objects (for the picture)."""
+    h, w = labels.shape
+    side = min(side, h, w)
+    best, where = -1, (0, 0)
+    for y in range(0, h - side + 1, max(1, side // 4)):
+        for x in range(0, w - side + 1, max(1, side // 4)):
+            n = np.unique(labels[y:y + side, x:x + side]).size
+            if n > best:
+                best, where = n, (y, x)
+    return slice(where[0], where[0] + side), slice(where[1], where[1] + side)
+
+
+def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str, args: argparse.Namespace,
+                names: Optional[list[str]] = None, key: str = "model") -> tuple[stainseg.Model, float]:
+    """Train (or, with ``--reuse``, load the model folder ``--models/key`` a previous run saved)."""
+    folder = args.models / key if args.models else None
+    if args.reuse and folder is not None and (folder / "model.json").is_file():
+        model = stainseg.Model.load(folder, device="cpu")
+        return model, float(model.info.get("train_seconds", 0.0))
+    t0 = time.perf_counter()
+    model = stainseg.train(images, labels, iterations=args.iterations, objects=objects, input_channels=names,
+                           crop_size=args.crop_size, batch_size=args.batch_size, max_minutes=args.minutes,
+                           device="cpu", seed=args.seed, progress=args.progress)
+    model.segment_settings.device = "cpu"
+    seconds = round(time.perf_counter() - t0, 1)
+    model.info["train_seconds"] = seconds
+    if folder is not None:
+        model.save(folder)
+    return model, seconds
+
+
+def model_facts(model: stainseg.Model, seconds: float) -> dict[str, Any]:
+    s = model.segment_settings
+    return {"train_seconds": seconds, "iterations": model.info.get("iterations_run"), "foreground_factor": model.info.get("foreground_factor"),
+            "settings": {k: getattr(s, k) for k in ("threshold", "min_size", "min_distance", "min_depth", "dilation",
+                                                    "smoothing") if hasattr(s, k)},
+            "calibration": model.info.get("calibration"), "derived": model.derived.get("derived")}
+
+
+# ---------------------------------------------------------------------------------------------- deepcell
+def deepcell(name: str) -> dict[str, Any]:
+    folder = DATA / "deepcell"
+    field = {"name": name, "phase": read_image(folder / "images" / f"{name}_phase.tif"),
+             "nuclear": read_image(folder / "images" / f"{name}_nuclear.tif")}
+    cells = folder / "masks_cells" / f"{name}.tif"
+    nuclei = folder / "masks_nuclei" / f"{name}.tif"
+    field["manual_cells"] = read_labels(cells).astype(np.int32) if cells.exists() else None
+    field["manual_nuclei"] = read_labels(nuclei).astype(np.int32) if nuclei.exists() else None
+    return field
+
+
+def auto_labels(field: dict[str, Any], objects: str) -> np.ndarray:
+    if objects == "cells":
+        return stainseg.automatic_labels(nuclei=field["nuclear"], objects="cells", label_free=field["phase"])
+    return stainseg.automatic_labels(nuclei=field["nuclear"])
+
+
+def deepcell_set(objects: str, train_names: list[str], test_names: list[str], args: argparse.Namespace,
+                 out: Path, key: str, title: str, picture_field: str) -> dict[str, Any]:
+    manual_key = "manual_cells" if objects == "cells" else "manual_nuclei"
+    train = [deepcell(n) for n in train_names]
+    t0 = time.perf_counter()
+    labels = [auto_labels(f, objects) for f in train]
+    label_s = time.perf_counter() - t0
+    model, seconds = train_model([f["phase"] for f in train], labels, objects, args, names=["phase"], key=key)
+    result: dict[str, Any] = {"objects": objects, "train": train_names, "labels_seconds": round(label_s, 1),
+                              "model": model_facts(model, seconds), "fields": {}}
+    for name in test_names:
+        f = deepcell(name)
+        auto = auto_labels(f, objects)
+        t1 = time.perf_counter()
+        net = model.segment(f["phase"])
+        seg_s = time.perf_counter() - t1
+        manual = f[manual_key]
+        row: dict[str, Any] = {"shape": list(f["phase"].shape), "segment_seconds": round(seg_s, 2),
+                               "network_vs_auto": scores(auto, net)}
+        if manual is not None:
+            row["network_vs_manual"] = scores(manual, net)
+            row["auto_vs_manual"] = scores(manual, auto)
+        if objects == "nuclei" and f["manual_cells"] is not None:
+            # count check only: one nucleus per manual cell
+            row["nuclei_per_manual_cell"] = round(int(net.max()) / max(1, len(np.unique(f["manual_cells"])) - 1), 3)
+        result["fields"][name] = row
+        print(f"{key:<12} {name:<10} " + "  ".join(f"{k}: {v['percent_f06']:5.1f}% F1 {v['f1']:.3f} n {v['n_pred']}/{v['n_truth']}"
+                                                     for k, v in row.items() if isinstance(v, dict)), flush=True)
+        if name == picture_field:
+            box = densest_box(manual if manual is not None else auto, args.crop_picture)
+            picture(out / f"{key}.png", f["phase"], [("automatic labels", auto), ("network", net), ("manual", manual)],
+                    f"{title}: {name} (held out), {args.crop_picture} px crop", box)
+    return result
+
+
+def hela_nuclei(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    r = deepcell_set("nuclei", ["HeLa_s2", "HeLa_s3", "HeLa_s4", "3T3_s1", "3T3_s3", "3T3_s4"],
+                     ["HeLa_s5", "HeLa_s6", "3T3_s2", "HeLa_s7"], args, out, "hela_nuclei",
+                     "phase -> nuclei", "3T3_s2")
+    r["summary"] = {"network_vs_auto (HeLa s5, s6)": pooled([r["fields"][n]["network_vs_auto"] for n in ("HeLa_s5", "HeLa_s6")]),
+                    "network_vs_manual (3T3 s2)": r["fields"]["3T3_s2"].get("network_vs_manual"),
+                    "auto_vs_manual (3T3 s2)": r["fields"]["3T3_s2"].get("auto_vs_manual")}
+    return r
+
+
+def hela_cells(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    r = deepcell_set("cells", ["HeLa_s2", "HeLa_s3", "HeLa_s4"],
+                     ["HeLa_s5", "HeLa_s6", "HeLa_s7", "3T3_s1", "BMDM_s1", "MCF10A_s2"], args, out, "hela_cells",
+                     "phase -> whole cells (nuclear stain only)", "HeLa_s5")
+    f = r["fields"]
+    r["summary"] = {kind: pooled([f[n][kind] for n in ("HeLa_s5", "HeLa_s6")])
+                    for kind in ("network_vs_manual", "auto_vs_manual", "network_vs_auto")}
+    return r
+
+
+# ---------------------------------------------------------------------------------------------- split fields
+def split_column(labels: np.ndarray, fraction: float) -> int:
+    """The column (a multiple of 8) left of which lie ``fraction`` of the objects' centres.
+
+    Nuclei are rarely spread evenly over a field (isl: a dense cluster on the right, 6 nuclei on
+    the left half): a cut by area could leave the network almost nothing to learn from.
+    """
+    from scipy import ndimage as ndi
+
+    n = int(labels.max())
+    if n == 0:
+        return int(fraction * labels.shape[1]) // 8 * 8
+    x = np.sort(np.array(ndi.center_of_mass(labels > 0, labels, range(1, n + 1)))[:, 1])
+    cut = int(np.ceil(x[min(n - 1, int(round(fraction * n)))])) // 8 * 8
+    return int(np.clip(cut, 64, labels.shape[1] - 96))
+
+
+def split_field(key: str, planes: np.ndarray, stain: np.ndarray, names: list[str], args: argparse.Namespace,
+                out: Path, title: str) -> dict[str, Any]:
+    """One field: train on the left part, score on the right part (never seen) against the classical labels."""
+    labels = stainseg.automatic_labels(nuclei=stain)
+    cut = split_column(labels, args.train_fraction)
+    model, seconds = train_model([planes[:, :, :cut]], [labels[:, :cut]], "nuclei", args, names=names, key=key)
+    t1 = time.perf_counter()
+    net = model.segment(planes)
+    seg_s = time.perf_counter() - t1
+    test = np.s_[:, cut + 16:]  # 16 px away from the training part
+    truth, pred = clear_border(labels[test]), clear_border(net[test])
+    row = {"shape": list(planes.shape), "cut_column": cut, "segment_seconds": round(seg_s, 2),
+           "network_vs_auto": scores(truth, pred)}
+    v = row["network_vs_auto"]
+    print(f"{key:<12} test part  network_vs_auto: {v['percent_f06']:5.1f}% F1 {v['f1']:.3f} n {v['n_pred']}/{v['n_truth']}", flush=True)
+    image = planes[planes.shape[0] // 2][test]
+    box = densest_box(truth, args.crop_picture)
+    picture(out / f"{key}.png", image, [("automatic labels (stain)", truth), ("network", pred)],
+            f"{title}: held-out part, {args.crop_picture} px crop", box)
+    return {"objects": "nuclei", "model": model_facts(model, seconds), "fields": {"test part": row},
+            "summary": {"network_vs_auto": v}}
+
+
+def isl(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    folder = DATA / "isl" / "images"
+    z = [5, 6, 7]
+    planes = np.stack([read_image(folder / f"isl_s1_phase_z{i:02d}.tif") for i in z]).astype(np.float32)
+    dapi = read_image(folder / "isl_s1_dapi.tif")
+    return split_field("isl", planes, dapi, [f"phase[z={i}]" for i in z], args, out, "isl phase z-stack -> nuclei")
+
+
+def sephace(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    folder = DATA / "sephace" / "Set1"
+    files = sorted(folder.glob("fine_*.tif"), key=lambda p: float(p.stem.split("-Z")[-1]))
+    planes = np.stack([read_image(p) for p in files]).astype(np.float32)
+    dapi = read_image(folder / "fl.tif")
+    return split_field("sephace", planes, dapi, [f"bf[{i}]" for i in range(len(files))], args, out,
+                       "sephace bright-field -> nuclei")
+
+
+SETS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
+    "hela_nuclei": hela_nuclei, "hela_cells": hela_cells, "isl": isl, "sephace": sephace}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(SETS), help="comma-separated data sets: " + ", ".join(SETS))
+    ap.add_argument("-o", "--out", type=Path, default=REPO / "docs" / "img" / "real")
+    ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--minutes", type=float, default=4.0, help="training time limit per model (schedule compressed to fit)")
+    ap.add_argument("--crop-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-fraction", type=float, default=0.6, help="split fields (isl, sephace): the left part holding this fraction of the nuclei trains")
+    ap.add_argument("--crop-picture", type=int, default=320)
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--models", type=Path, default=None, help="save each trained model in MODELS/<data set>")
+    ap.add_argument("--reuse", action="store_true", help="load the models of --models instead of training again")
+    args = ap.parse_args()
+    if not DATA.is_dir():
+        raise SystemExit(f"{DATA} is absent: the real data sets live in ../shared/data beside the repo")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for key in args.only.split(","):
+        if key not in SETS:
+            raise SystemExit(f"unknown data set {key!r}; choose from {', '.join(SETS)}")
+        t0 = time.perf_counter()
+        result = SETS[key](args, args.out)
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        result["command"] = "benchmarks/real_labelfree.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "progress", "only", "models", "reuse")) + f" --only {key}"
+        with atomic_path(args.out / f"{key}.json") as tmp:
+            Path(tmp).write_text(json.dumps(result, indent=1, default=str))
+        print(f"{key}: {result['seconds']} s; summary {json.dumps(result.get('summary'))}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
