@@ -10,7 +10,9 @@ of both.
 The F1 is pooled over all images (every object of every image counts once), then given per image.
 Rows: the default two-pass tiling; single-pass tiling; two-pass with the second pass shifted by
 ``tile/2 + 4`` px (its pooling grid then differs from the first pass's by half a cell); whole-image
-inference (no tiles at all: what is left there comes from the network, not from tiling). With
+inference (no tiles at all: what is left there comes from the network, not from tiling); and
+``tiling = "overlap"`` (one pass of large tiles blended across a narrow overlap) with tiles small
+enough to cut a BBBC039 field. With
 ``--crop``, the shifted image is instead the original cropped by (dy, dx), as in earlier versions of
 this script: there, cells near the cut lose the context on one side.
 
@@ -29,9 +31,12 @@ from stainseg.evaluate.matching import overlap_table
 from stainseg.io.images import read_image
 from stainseg.model import Model
 from stainseg.segment.instances import probability_to_labels
-from stainseg.segment.tiling import predict_tiled
+from stainseg.segment.tiling import predict_overlap, predict_tiled
 
 MODES = ("two-pass", "single-pass", "two-pass, offset t/2 + 4", "whole image")
+# ``tiling = "overlap"`` (stainseg's default) with tiles small enough that a BBBC039 field (520 x 696) is cut:
+# (largest tile side, overlap); on a 2048² image the default is (1152, 96)
+OVERLAP_MODES = {"overlap 384 / 96": (384, 96), "overlap 384 / 48": (384, 48), "overlap 256 / 32": (256, 32)}
 
 
 def border_labels(labels: np.ndarray) -> set[int]:
@@ -63,8 +68,9 @@ def main() -> int:
     ap.add_argument("--shift", type=int, nargs=2, default=(37, 91))
     ap.add_argument("--crop", action="store_true", help="shift by cropping instead of growing the canvas")
     ap.add_argument("--float32", action="store_true", help="float32 inference even where bfloat16 is native")
+    ap.add_argument("--engine", choices=["auto", "torch", "onnx"], default=None, help="inference engine (default: the model's)")
     args = ap.parse_args()
-    model = Model.load(args.model, device="cpu")
+    model = Model.load(args.model, device="cpu", engine=args.engine)
     model.segment_settings.bfloat16 = model.segment_settings.bfloat16 and not args.float32
     predictor = model.predictor()
     dy, dx = args.shift
@@ -73,15 +79,19 @@ def main() -> int:
     def labels(img: np.ndarray, mode: str) -> np.ndarray:
         if mode == "whole image":
             prob = predictor(img[None])[0]
+        elif mode in OVERLAP_MODES:
+            side, overlap = OVERLAP_MODES[mode]
+            prob = predict_overlap(img, predictor, tile_size=side, overlap=overlap)
         elif "offset" in mode:  # the model's own tiling has no offset setting: the same call with one
             prob, _ = predict_tiled(img, predictor, tile_size=t, two_pass=True, batch_size=model.segment_settings.batch_size,
                                     uncertainty=False, offset=t // 2 + 4)
         else:
-            prob, _ = model.predict_prepared(img, two_pass=mode != "single-pass")
+            prob, _ = model.predict_prepared(img, tiling="tiles", two_pass=mode != "single-pass")
         return probability_to_labels(prob, **model.instance_options())
 
-    counts = {mode: np.zeros(3, int) for mode in MODES}
-    per_image: dict[str, list[float]] = {mode: [] for mode in MODES}
+    modes = MODES + tuple(OVERLAP_MODES)
+    counts = {mode: np.zeros(3, int) for mode in modes}
+    per_image: dict[str, list[float]] = {mode: [] for mode in modes}
     start = time.perf_counter()
     for path in args.images:
         x = model.prepare(read_image(path), path)
@@ -89,7 +99,7 @@ def main() -> int:
             moved, undo = x[:, dy:, dx:], (slice(dy, None), slice(dx, None))
         else:
             moved, undo = np.pad(x, ((0, 0), (dy, 0), (dx, 0)), mode="reflect"), (slice(None), slice(None))
-        for mode in MODES:
+        for mode in modes:
             base = labels(x, mode)
             shifted = labels(moved, mode)
             shifted = shifted if args.crop else shifted[dy:, dx:]

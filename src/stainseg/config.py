@@ -171,9 +171,17 @@ class SegmentConfig:
     0.5
     """
 
+    tiling: Literal["overlap", "tiles"] = "overlap"
+    """``"overlap"`` (default, fastest at the same seams figure): one pass of large tiles (at most ``overlap_tile`` px
+    a side) overlapping by ``overlap`` px, blended linearly; an image no larger than a tile is one whole-image pass.
+    ``"tiles"``: the paper's fixed ``tile_size`` tiles (with ``two_pass``), which also give the uncertainty map."""
+    overlap_tile: int = 1152
+    """Largest tile side of ``tiling = "overlap"`` (a 2048² image: 2 x 2 tiles of 1072²)."""
+    overlap: int = 96
+    """Overlap of neighbouring tiles with ``tiling = "overlap"``, in px (blended linearly across it)."""
     tile_size: int = 240
     two_pass: bool = True
-    """Second pass shifted by half a tile (the paper's scheme)."""
+    """Second pass shifted by half a tile (the paper's scheme; with ``tiling = "tiles"``)."""
     batch_size: int = 8
     threshold: float = 0.5
     min_size: Optional[int] = None
@@ -398,6 +406,8 @@ def _check_values(cfg: ExperimentConfig, where: str) -> None:
         raise bad("train.validation_fraction", "must be in [0, 1)")
     if cfg.segment.tile_size < 16 or cfg.segment.tile_size % 8:
         raise bad("segment.tile_size", "must be a multiple of 8 and at least 16")
+    if not 8 <= cfg.segment.overlap < cfg.segment.overlap_tile // 2:
+        raise bad("segment.overlap", "must be at least 8 px and less than half of segment.overlap_tile")
     if not 0.0 < cfg.segment.threshold < 1.0:
         raise bad("segment.threshold", "must be between 0 and 1")
     if cfg.segment.min_depth is not None and not cfg.segment.min_depth >= 0:

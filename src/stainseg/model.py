@@ -33,7 +33,7 @@ __all__ = ["Model", "arrange_channels"]
 
 _CACHE: dict[tuple[str, float, str], "Model"] = {}
 _CACHE_LOCK = threading.Lock()
-SEGMENT_OVERRIDES = ("tile_size", "two_pass", "batch_size", "threshold", "min_size", "min_distance", "min_depth", "dilation", "smoothing")
+SEGMENT_OVERRIDES = ("tiling", "tile_size", "two_pass", "batch_size", "threshold", "min_size", "min_distance", "min_depth", "dilation", "smoothing")
 
 
 def arrange_channels(image: Any, n_channels: int, where: str | Path | None = None) -> np.ndarray:
@@ -354,10 +354,15 @@ class Model:
 
     def predict_prepared(self, x: np.ndarray, uncertainty: bool = False, progress: Optional[Callable[[int], None]] = None,
                          **overrides: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Tiled inference on an already prepared (C, Y, X) input: ``(probability (K, Y, X), uncertainty or None)``."""
-        from stainseg.segment.tiling import predict_tiled
+        """Inference on an already prepared (C, Y, X) input: ``(probability (K, Y, X), uncertainty or None)``.
+
+        ``tiling = "overlap"``: large tiles with a narrow blended overlap (no uncertainty map);
+        ``"tiles"``: the paper's tiles, with the two-pass disagreement as uncertainty."""
+        from stainseg.segment.tiling import predict_overlap, predict_tiled
 
         s = self._settings(overrides)
+        if s.tiling == "overlap":
+            return predict_overlap(x, self.predictor(progress), tile_size=s.overlap_tile, overlap=s.overlap), None
         return predict_tiled(x, self.predictor(progress), tile_size=s.tile_size, two_pass=s.two_pass,
                              batch_size=s.batch_size, uncertainty=uncertainty and s.two_pass)
 
@@ -379,6 +384,8 @@ class Model:
         for key, value in overrides.items():
             if value is not None:
                 setattr(s, key, value)
+        if s.tiling not in ("overlap", "tiles"):
+            raise StainsegError(f"tiling {s.tiling!r} must be \"overlap\" or \"tiles\"")
         if s.tile_size < 16:
             raise StainsegError(f"tile size {s.tile_size} is too small; use at least 16 (the model's is {self.segment_settings.tile_size})")
         if not 0.0 < float(s.threshold) < 1.0:
@@ -429,7 +436,7 @@ class Model:
         if is_constant(stack) or (flagged_blank and is_blank(stack)):
             if not flagged_blank:
                 flags.insert(0, Flag("blank", f"blank: {FLAG_MEANINGS['blank']}"))
-            result = self.empty_result(stack, flags, settings.two_pass)
+            result = self.empty_result(stack, flags, settings.two_pass and settings.tiling == "tiles")
             result["timings"]["check_s"] = t_check
             return result
         t0 = time.perf_counter()
