@@ -48,8 +48,8 @@ class TorchPredictor:
     >>> from stainseg.config import ModelConfig
     >>> from stainseg.network import StainNet
     >>> f = TorchPredictor(StainNet(ModelConfig(in_channels=1)), device="cpu")
-    >>> f(np.zeros((2, 1, 32, 32), np.float32)).shape
-    (2, 3, 32, 32)
+    >>> f(np.zeros((2, 1, 32, 32), np.float32)).shape    # the default 2class head
+    (2, 2, 32, 32)
     """
 
     def __init__(
