@@ -191,7 +191,7 @@ def result_views(image: np.ndarray, labels: np.ndarray, reference: np.ndarray | 
     corners = busiest_windows(labels if reference is None else np.maximum(labels, reference), crop, n_crops)
     crops = [(_png(_zoom(rgb[y:y + crop, x:x + crop], zoom)), (y, x)) for y, x in corners]
     h, w = labels.shape
-    factor = zoom if max(h, w) * zoom <= max_side else 1
+    factor = max([f for f in range(1, zoom + 1) if max(h, w) * f <= max_side] or [1])  # as large as fits
     pic = Image.fromarray((np.clip(_zoom(rgb, factor), 0, 1) * 255).astype(np.uint8))
     scale = float(factor)
     if max(pic.size) > max_side:

@@ -200,7 +200,7 @@ def _views_html(plane: np.ndarray, labels: np.ndarray, reference: np.ndarray | N
     # crops of 128 px enlarged 2x; on small images (the whole view is already shown 2x) smaller crops enlarged 3x
     crop, zoom = (128, 2) if min(plane.shape) >= 384 else (max(48, min(plane.shape) // 3), 3)
     whole, crops = figures.result_views(plane, labels, reference, crop=crop, zoom=zoom)
-    factor = zoom if max(plane.shape) * zoom <= 1000 else 1
+    factor = max([f for f in range(1, zoom + 1) if max(plane.shape) * f <= 1000] or [1])
     scale = "" if factor == 1 else f" (enlarged {factor}&times;, pixel for pixel)"
     parts = [f'<p>{title}.</p><div class="fig">{_img(whole, "whole view with outlines")}<br>'
              f'<span class="note">whole view{scale}; magenta boxes: the crops</span></div>']
@@ -211,16 +211,29 @@ def _views_html(plane: np.ndarray, labels: np.ndarray, reference: np.ndarray | N
 
 
 def _flag_items(row: dict[str, Any]) -> list[tuple[str, str]]:
-    """(code, reason in words) of each flag of an index.csv row."""
+    """(code, reason in words) of each flag of an index.csv row; a code found in several channels is listed once.
+
+    Example
+    -------
+    >>> _flag_items({"flags": "blank;blank", "flag_reasons": "blank: channel 0 is 2.7 x the noise | blank: channel 2 is 2.6 x the noise"})[0][1]
+    'no signal above the camera noise (empty well, noise-only or constant frame). Measured: channel 0 is 2.7 x the noise; channel 2 is 2.6 x the noise'
+    """
     from stainseg.quality import FLAG_MEANINGS
 
     codes = [c for c in str(row.get("flags") or "").split(";") if c]
     reasons = [r.strip() for r in str(row.get("flag_reasons") or "").split(" | ")]
-    items = []
+    measured: dict[str, list[str]] = {}
     for i, code in enumerate(codes):
-        measured = reasons[i] if i < len(reasons) and reasons[i] else ""
+        text = reasons[i] if i < len(reasons) else ""
+        text = text[len(code) + 1:].strip() if text.startswith(code + ":") else text
+        measured.setdefault(code, [])
+        if text:
+            measured[code].append(text)
+    items = []
+    for code, texts in measured.items():
         meaning = FLAG_MEANINGS.get(code, "")
-        items.append((code, f"{meaning}. Measured: {measured}" if meaning and measured else meaning or measured))
+        numbers = "; ".join(texts)
+        items.append((code, f"{meaning}. Measured: {numbers}" if meaning and numbers else meaning or numbers))
     return items
 
 
@@ -276,13 +289,12 @@ def _real_section(out: Path) -> str:
     a, b = rec["test_columns"]
     plane = phase[len(phase) // 2][:, a:b]
     sc = rec["scores"]
-    title_net = (f"held-out part (columns {a}–{b}): the network's {rec['predicted_objects']} objects in yellow, "
-                 f"over the middle input plane ({html.escape(rec['input_planes'][len(rec['input_planes']) // 2])})")
-    title_dapi = f"the same part: the {rec['test_objects']} nuclei of the automatic labels from DAPI (what it is scored against), in cyan"
+    title = (f"held-out part (columns {a}–{b}) over the middle input plane ({html.escape(rec['input_planes'][len(rec['input_planes']) // 2])}): "
+             f"the network's {rec['predicted_objects']} objects in <b style='color:#c90'>yellow</b>; the {rec['test_objects']} nuclei of the "
+             "automatic labels from DAPI, which it is scored against, in <b style='color:#08c'>cyan</b>")
     from skimage.segmentation import relabel_sequential
 
     truth = relabel_sequential(dapi[:, a:b])[0]
-    empty = np.zeros_like(truth)
     whole = figures.outline_view(phase[len(phase) // 2], np.where(np.arange(phase.shape[2])[None, :] < a, dapi, 0))
     whole[:, a] = (1.0, 0.25, 1.0)
     split = _img(figures._png(whole), "training and held-out parts")
@@ -294,8 +306,7 @@ def _real_section(out: Path) -> str:
             f"held-out right part. Against the DAPI labels there: <span class='big'>{sc['percent_f_above']:.1f} %</span> of nuclei with "
             f"F &ge; 0.6, F1@IoU0.5 <span class='big'>{sc['f1']:.2f}</span> ({sc['n_pred']} objects for {sc['n_truth']} nuclei). "
             "A short training on one small field: a demonstration of the path, not of the method's accuracy.</p>"
-            + _views_html(plane, net, None, title_net)
-            + _views_html(plane, empty, truth, title_dapi)
+            + _views_html(plane, net, truth, title)
             + f'<div class="fig">{split}<br><span class="note">the whole crop: DAPI label outlines (cyan) on the training part, '
               "left of the magenta line; the held-out part right of it</span></div>")
 
