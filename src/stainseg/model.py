@@ -190,7 +190,13 @@ class Model:
         """
         from stainseg.modeldir import read_model_dir
 
-        return read_model_dir(path, engine=engine, device=None if device == "auto" else device)
+        stored = read_model_dir(path, engine=engine, device=None if device == "auto" else device)
+        model = cls(stored.network, stored.input_channels, objects=stored.objects, preprocessing=stored.preprocessing,
+                    segment=stored.segment_settings, derived=stored.derived, info=stored.info,
+                    experiment=stored.experiment, history=stored.history, path=stored.path,
+                    plane_names=stored.plane_names, reference=stored.reference)
+        model.onnx_file = stored.onnx_file
+        return model
 
     @classmethod
     def load_cached(cls, path: str | Path, device: str = "auto", engine: Optional[str] = None) -> "Model":
@@ -209,9 +215,12 @@ class Model:
         With ``onnx`` (default) the folder also gets ``model.onnx``, exported from the network and
         checked against torch to 1e-4, so that segmentation on a CPU needs no torch.
         """
-        from stainseg.modeldir import ONNX_FILE, write_model_dir
+        from stainseg.modeldir import ONNX_FILE, StoredModel, write_model_dir
 
-        self.path = write_model_dir(self, path, onnx=onnx)
+        stored = StoredModel(self.network, self.input_channels, self.objects, self.preprocessing, self.segment_settings,
+                             derived=self.derived, info=self.info, history=self.history, plane_names=self.plane_names,
+                             reference=self.reference, experiment=self.experiment)
+        self.path = write_model_dir(stored, path, onnx=onnx)
         onnx_file = self.path / ONNX_FILE
         self.onnx_file = onnx_file if onnx_file.is_file() else None
         self.engine_choice = None

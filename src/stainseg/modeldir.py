@@ -16,6 +16,11 @@ Files (all written atomically)::
 A folder without ``model.onnx`` (written before the ONNX engine, or where the export failed)
 runs with torch; segmenting never writes into the model folder.
 
+This module is storage only: :func:`read_model_dir` returns the folder's parts as a
+:class:`StoredModel` and :func:`write_model_dir` takes one; :class:`stainseg.Model` builds itself
+from them (``Model.load``) and hands them over (``Model.save``), so the import runs one way, from
+the model to its folder.
+
 Folders written by stainseg 0.1 (``format_version`` 1: ``model.json`` + a whole-experiment
 ``config.toml``) are read too: their network and ``[segment]`` settings come from ``config.toml``
 without validating it as an experiment, and they keep 0.1's per-image normalisation.
@@ -27,25 +32,74 @@ import dataclasses
 import json
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 import stainseg
-from stainseg.config import ModelConfig, SegmentConfig, save_config
+from stainseg.config import ExperimentConfig, ModelConfig, SegmentConfig, save_config
 from stainseg.errors import StainsegError
 from stainseg.io.atomic import atomic_path, write_csv, write_json, write_text
 from stainseg.preprocess import Preprocessing
 
-if TYPE_CHECKING:
-    from stainseg.model import Model
-
-__all__ = ["write_model_dir", "read_model_dir", "FORMAT_VERSION", "LazyNetwork", "ONNX_FILE"]
+__all__ = ["write_model_dir", "read_model_dir", "StoredModel", "FORMAT_VERSION", "LazyNetwork", "ONNX_FILE"]
 
 ONNX_FILE = "model.onnx"
 
 FORMAT_VERSION = 2
 RETRAIN = "re-run 'stainseg train EXPERIMENT -o MODEL' to write a model folder this version reads"
+
+
+@dataclasses.dataclass
+class StoredModel:
+    """The parts of a model folder as plain values: what :func:`read_model_dir` returns and :func:`write_model_dir` takes.
+
+    ``network`` is a :class:`stainseg.network.StainNet` (or, read for ONNX Runtime, a
+    :class:`LazyNetwork`); the other fields are the settings of ``model.json``, the history and the
+    provenance record. ``path`` and ``onnx_file`` are set when read from a folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from stainseg.config import ModelConfig, SegmentConfig
+    >>> from stainseg.network import StainNet
+    >>> from stainseg.preprocess import Preprocessing
+    >>> parts = StoredModel(StainNet(ModelConfig()), ["DNA"], "nuclei", Preprocessing(), SegmentConfig(),
+    ...                     derived={}, info={}, history=[], plane_names=["DNA"], reference=None)
+    >>> folder = write_model_dir(parts, tempfile.mkdtemp() + "/m", onnx=False)
+    >>> back = read_model_dir(folder)
+    >>> back.input_channels, back.in_channels, back.segment_settings == parts.segment_settings
+    (['DNA'], 1, True)
+    """
+
+    network: Any
+    input_channels: list[str]
+    objects: str
+    preprocessing: Preprocessing
+    segment_settings: SegmentConfig
+    derived: dict[str, Any]
+    info: dict[str, Any]
+    history: list[dict[str, Any]]
+    plane_names: Optional[list[str]]
+    reference: Optional[dict[str, Any]]
+    experiment: Optional[ExperimentConfig] = None
+    path: Optional[Path] = None
+    onnx_file: Optional[Path] = None
+
+    @property
+    def in_channels(self) -> int:
+        """Number of network input planes."""
+        return int(self.network.in_channels)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of output classes of the network."""
+        return int(self.network.n_classes)
+
+    @property
+    def network_config(self) -> ModelConfig:
+        """The network's architecture."""
+        return self.network.cfg
 
 
 def _history_plot(path: Path, history: Sequence[dict[str, Any]]) -> None:
@@ -78,7 +132,7 @@ def _history_plot(path: Path, history: Sequence[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def _settings(model: "Model") -> dict[str, Any]:
+def _settings(model: StoredModel) -> dict[str, Any]:
     import torch
 
     return {
@@ -100,7 +154,7 @@ def _settings(model: "Model") -> dict[str, Any]:
     }
 
 
-def _write_onnx(model: "Model", out_dir: Path) -> bool:
+def _write_onnx(model: StoredModel, out_dir: Path) -> bool:
     """Write ``MODEL/model.onnx`` (checked against torch); on failure remove any older one and say why on stderr."""
     import sys
 
@@ -117,8 +171,8 @@ def _write_onnx(model: "Model", out_dir: Path) -> bool:
         return False
 
 
-def write_model_dir(model: "Model", out_dir: str | Path, onnx: bool = True) -> Path:
-    """Write ``model`` as a complete folder (see the module docstring); returns the folder.
+def write_model_dir(model: StoredModel, out_dir: str | Path, onnx: bool = True) -> Path:
+    """Write a model's parts as a complete folder (see the module docstring); returns the folder.
 
     With ``onnx`` the network is also exported to ``model.onnx`` (about 1 s), for segmentation
     without torch on the CPU.
@@ -238,8 +292,8 @@ def _load_network(network_cfg: ModelConfig, weights_path: Path) -> Any:
     return network.eval()
 
 
-def read_model_dir(model_dir: str | Path, engine: str | None = None, device: str | None = None) -> "Model":
-    """Read a model folder (this version's or stainseg 0.1's); one-line :class:`StainsegError` when it is unusable.
+def read_model_dir(model_dir: str | Path, engine: str | None = None, device: str | None = None) -> StoredModel:
+    """The parts of a model folder (this version's or stainseg 0.1's); one-line :class:`StainsegError` when it is unusable.
 
     ``engine`` / ``device`` override the folder's ``[segment]`` settings. When they resolve to
     ONNX Runtime (:func:`stainseg.segment.engine.choose_engine`), the torch weights are not
@@ -247,7 +301,6 @@ def read_model_dir(model_dir: str | Path, engine: str | None = None, device: str
     """
     import zipfile
 
-    from stainseg.model import Model
     from stainseg.segment.engine import choose_engine
 
     model_dir = Path(model_dir).expanduser()
@@ -296,9 +349,7 @@ def read_model_dir(model_dir: str | Path, engine: str | None = None, device: str
 
         history = read_csv(history_path)
     experiment = None  # provenance only: never needed to run the model
-    model = Model(network, settings["input_channels"], objects=settings["objects"], preprocessing=preprocessing,
-                  segment=segment, derived=settings.get("derived", {}), info=settings.get("training", {}),
-                  experiment=experiment, history=history, path=model_dir, plane_names=settings.get("plane_names"),
-                  reference=settings.get("quality"))
-    model.onnx_file = onnx_path if onnx_path.is_file() else None
-    return model
+    return StoredModel(network, list(settings["input_channels"]), settings["objects"], preprocessing, segment,
+                       derived=settings.get("derived", {}), info=settings.get("training", {}), history=history,
+                       plane_names=settings.get("plane_names"), reference=settings.get("quality"),
+                       experiment=experiment, path=model_dir, onnx_file=onnx_path if onnx_path.is_file() else None)
