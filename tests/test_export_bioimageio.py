@@ -84,6 +84,22 @@ def _expected(model: Model, raw: np.ndarray) -> np.ndarray:
         return torch.softmax(model.network.eval()(torch.from_numpy(model.prepare(raw))[None]), 1).numpy()
 
 
+def test_package_carries_onnx_weights_that_reproduce_the_test_output(package):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    import io
+
+    with zipfile.ZipFile(package) as zf:
+        assert "weights.onnx" in zf.namelist()
+        test_input = np.load(io.BytesIO(zf.read("test_input.npy")))
+        test_output = np.load(io.BytesIO(zf.read("test_output.npy")))
+        session = ort.InferenceSession(zf.read("weights.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"raw": test_input.astype(np.float32)})[0]
+    assert got.shape == test_output.shape and float(np.abs(got - test_output).max()) < 2e-3
+    # another size (a multiple of 8) runs too: the quantiles are taken over the image's own pixel count
+    other = session.run(None, {"raw": test_input[..., :64, :96].astype(np.float32)})[0]
+    assert other.shape[-2:] == (64, 96) and np.allclose(other.sum(axis=1), 1.0, atol=1e-4)
+
+
 def test_package_validates_with_bioimageio_spec(package):
     from bioimageio.spec import load_description
 
@@ -199,3 +215,5 @@ def test_package_passes_bioimageio_core_test_model(package):
     names = [d.name for d in summary.details]
     assert any("Reproduce test outputs" in n and "torchscript" in n for n in names)
     assert any("Reproduce test outputs" in n and "pytorch_state_dict" in n for n in names)
+    if zipfile.is_zipfile(package) and "weights.onnx" in zipfile.ZipFile(package).namelist():  # ONNX weights (needs onnxruntime)
+        assert any("Reproduce test outputs" in n and "onnx" in n for n in names), names

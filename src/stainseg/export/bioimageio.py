@@ -3,7 +3,10 @@
 The package (a zip with ``rdf.yaml`` per the current ``bioimageio.spec`` model format 0.5) holds:
 
 - TorchScript weights and PyTorch state-dict weights (architecture :class:`BioimageioStainNet`,
-  importable from this module);
+  importable from this module), and ONNX weights (opset 17; the normalisation's quantiles by
+  sorting, as ONNX has no quantile op) for ONNX Runtime users (deepImageJ, ilastik); the ONNX
+  weights are left out, with a line on stderr, when onnxruntime is missing or they do not
+  reproduce the test output;
 - a test input (the sample image, centre crop, illumination-corrected) and the test output
   computed by stainseg itself (:meth:`stainseg.Model.prepare`, then the network on the whole crop);
 - a cover image (input | automatic instances outlined), ``README.md`` documentation, an
@@ -143,6 +146,70 @@ class BioimageioStainNet(nn.Module):
         return torch.softmax(self.net(self.normalize(x.float())).float(), dim=1)
 
 
+def _sorted_quantile(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``torch.quantile(values, q, dim=2)`` (linear interpolation) by sorting: ONNX has no quantile op, but sort (TopK) and gather.
+
+    The element count is taken from the tensor's shape at run time, so the exported graph holds for any image size.
+    """
+    from torch.onnx.operators import shape_as_tensor
+
+    ordered = torch.sort(values, dim=2)[0]
+    last = (shape_as_tensor(values)[2] - 1).to(values.dtype)
+    pos = q.to(values.dtype) * last  # (Q,)
+    lo = torch.floor(pos)
+    frac = (pos - lo)[:, None, None]
+    lo_i = lo.long()
+    hi_i = torch.minimum(lo_i + 1, last.long())
+    below = ordered.index_select(2, lo_i).permute(2, 0, 1)  # (Q, N, C)
+    above = ordered.index_select(2, hi_i).permute(2, 0, 1)
+    return below + (above - below) * frac
+
+
+class _OnnxStainNet(BioimageioStainNet):
+    """:class:`BioimageioStainNet` with its quantiles by sorting, for the ONNX weights (same outputs to ~1e-6)."""
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        q = _sorted_quantile(x.flatten(2), self.quantiles)
+        lo, hi, level = q[0], q[1], q[2].abs()
+        lo = torch.where(self.fixed, self.relative_low * level, lo)
+        hi = torch.where(self.fixed, self.relative_high * level, hi)
+        hi = torch.maximum(hi, lo + self.floor * level)
+        span = hi - lo
+        valid = span > 0
+        y = ((x - lo[:, :, None, None]) / torch.where(valid, span, torch.ones_like(span))[:, :, None, None]).clamp(0.0, 1.0)
+        y = y - _sorted_quantile(y.flatten(2), self.quantiles[2:])[0][:, :, None, None]
+        return torch.where(valid[:, :, None, None], y, torch.zeros_like(y))
+
+
+def _onnx_weights(wrapped: BioimageioStainNet, path: Path, in_channels: int, multiple: int, test_input: np.ndarray,
+                  test_output: np.ndarray) -> Optional[str]:
+    """Write the package's ONNX weights; returns None, or why they were left out (then the package has torch weights only)."""
+    import warnings
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "onnxruntime is not installed"
+    onnx_net = _OnnxStainNet(**wrapped.init_kwargs)
+    onnx_net.net.load_state_dict(wrapped.net.state_dict())
+    onnx_net.eval()
+    dynamic = {0: "batch", 2: "y", 3: "x"}
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(onnx_net, (torch.rand(1, in_channels, 4 * multiple, 4 * multiple),), str(path), opset_version=17,
+                              dynamo=False, input_names=["raw"], output_names=["probabilities"],
+                              dynamic_axes={"raw": dynamic, "probabilities": dynamic})
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"raw": test_input.astype(np.float32)})[0]
+    except Exception as exc:  # an exporter or runtime that cannot take the graph: leave the format out, say why
+        return f"ONNX export failed ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+    error = float(np.abs(got - test_output).max())
+    if not error <= TOLERANCE["absolute"]:
+        return f"ONNX weights differ from stainseg's output by {error:.2g}"
+    return None
+
+
 def _architecture_kwargs(model: Any) -> dict[str, Any]:
     cfg = model.network_config
     return {"in_channels": model.in_channels, "base_width": cfg.base_width, "depth": cfg.depth,
@@ -150,7 +217,9 @@ def _architecture_kwargs(model: Any) -> dict[str, Any]:
 
 
 def _wrapper(model: Any) -> BioimageioStainNet:
-    wrapped = BioimageioStainNet(**_architecture_kwargs(model))
+    kwargs = _architecture_kwargs(model)
+    wrapped = BioimageioStainNet(**kwargs)
+    wrapped.init_kwargs = kwargs  # type: ignore[assignment]
     wrapped.net.load_state_dict(model.network.state_dict())
     return wrapped.eval()
 
@@ -419,6 +488,11 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
         torch.save(wrapped.state_dict(), tmp / "weights.pt")
         scripted = _torchscript(wrapped, n_in, multiple)
         scripted.save(str(tmp / "weights.torchscript.pt"))
+        onnx_missing = _onnx_weights(wrapped, tmp / "weights.onnx", n_in, multiple, test_input, test_output)
+        if onnx_missing:
+            import sys
+
+            print(f"stainseg export: no ONNX weights in the package ({onnx_missing}); it has the PyTorch formats", file=sys.stderr)
         _cover(tmp / "cover.png", test_input[0], labels)
         (tmp / "README.md").write_text(_documentation(model, name, count_parameters(model.network), norm, version), encoding="utf-8")
         (tmp / "environment.yaml").write_text(_environment(torch.__version__), encoding="utf-8")
@@ -456,6 +530,8 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
                 dependencies=spec.FileDescr(source=tmp / "environment.yaml")),
             torchscript=spec.TorchscriptWeightsDescr(source=tmp / "weights.torchscript.pt", pytorch_version=torch_version,
                                                      parent="pytorch_state_dict"),
+            onnx=None if onnx_missing else spec.OnnxWeightsDescr(source=tmp / "weights.onnx", opset_version=17,
+                                                                 parent="pytorch_state_dict"),
         )
         cite = [spec.CiteEntry(text=PAPER_TEXT, doi=spec.Doi(PAPER_DOI))]
         if PROJECT_URL:
