@@ -1,38 +1,12 @@
-"""Per-image quality checks: say in words why an image (or a segmentation) is unlike the training data.
+"""Quality flags: say in words why an image (or a segmentation) is unlike the training data.
 
-Real plates hold empty wells, out-of-focus fields, bubbles and debris, saturated spots, other exposures
-and other days. A network applied to them still returns labels; these checks say when not to trust them.
+:func:`check_image` and :func:`check_objects` compare a new image or segmentation with the
+:func:`stainseg.quality.measures.reference_statistics` of the training data and return :class:`Flag` s;
+:func:`is_blank` says whether a stack holds any signal at all. Label QC (:mod:`stainseg.groundtruth.qc`)
+uses the same codes (:data:`FLAG_MEANINGS`).
 
-Every measure is computed per input channel on the raw ``(C, Y, X)`` stack and is chosen to be
-*exposure-invariant* where it should be: a 10x dimmer copy of a field is not blank and not out of
-focus (it may only be flagged ``dim``). The measures are ratios of contrasts:
-
-* ``noise`` - the robust per-pixel noise sigma, from the MAD of a second difference (a 1-D Laplacian)
-  in a grid of full-resolution tiles: ``x[i-1] - 2 x[i] + x[i+1]`` has variance ``6 sigma**2`` for white
-  noise and is near zero on smooth signal, so its median absolute value measures the camera noise.
-* ``signal`` - the largest local contrast: over 64 x 64 tiles of the field, the 99.5th minus the 50th
-  percentile, maximum over tiles. Tiles make it immune to uneven illumination; the maximum keeps a
-  field with a single nucleus non-blank.
-* ``snr`` = signal / noise. Noise alone gives about 3 (the 99.5th percentile of a Gaussian is 2.6
-  sigma); a blank field (an empty well, a noise-only frame) stays below :data:`BLANK_SNR`.
-* ``sharpness`` - in the 8 tiles with the most contrast, after a 1 px Gaussian (against shot noise),
-  the 99th percentile of |Laplacian| over the 99th percentile of |gradient| (the background noise's
-  share of each removed in quadrature), in 1/px. Shot noise inside bright objects is not removed: on
-  a shot-noise-limited field a strong defocus lowers it only about 1.6x (see the tests). A step edge blurred by a Gaussian of sigma ``s`` px gives
-  ``1 / (s sqrt(e))``: defocus divides it, exposure (which scales both) does not change it.
-* ``saturated`` - the fraction of pixels at the image's own maximum (a plateau means clipping;
-  in a normal image the maximum is held by a handful of pixels).
-* texture: ``asymmetry`` = (p99 - p50) / (p99 - p1) (bright objects on a dark background give ~1,
-  phase contrast ~0.5), ``coverage`` (fraction of pixels above half the way from the median to the
-  99.9th percentile) and ``band1`` .. ``band16`` (the share of the noise-corrected variance of a
-  Laplacian pyramid at scales 1, 2, 4, 8, 16 px: where the structure lies).
-
-:func:`reference_statistics` summarises these over the training images (and, with labels, the object
-counts and areas); :func:`check_image` and :func:`check_objects` compare a new image or segmentation
-with it and return :class:`Flag` s. Label QC (:mod:`stainseg.groundtruth.qc`) uses the same codes.
-
-Example
--------
+Examples
+--------
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> noise = rng.poisson(150, (1, 256, 256)).astype(np.uint16)  # a camera frame with nothing in it
@@ -43,9 +17,13 @@ True
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
+
+from stainseg.quality.measures import BLANK_SNR, TEXTURE_MEASURES, image_statistics, object_statistics
+
+__all__ = ["Flag", "FLAG_MEANINGS", "INFORMATIVE", "check_image", "check_objects", "is_blank"]
 
 #: Flag code -> one-line meaning (the vocabulary shared by segmentation and label QC).
 FLAG_MEANINGS: dict[str, str] = {
@@ -64,8 +42,6 @@ FLAG_MEANINGS: dict[str, str] = {
 #: Codes that describe the image but are not a reason to distrust the result.
 INFORMATIVE: frozenset[str] = frozenset({"dim", "bright"})
 
-#: Below this signal-to-noise (largest local contrast / noise sigma) a channel is blank; noise alone gives ~3.
-BLANK_SNR = 6.0
 #: A channel whose saturated fraction exceeds this (and 10x the training's) is flagged ``saturated``.
 SATURATED_FRACTION = 0.002
 #: ``out_of_focus`` when the sharpness is this factor below the lowest training value.
@@ -86,14 +62,6 @@ OBJECT_FACTOR = 3.0
 #: ``low_signal`` when the signal-to-noise is this factor below the lowest training value.
 SNR_FACTOR = 10.0
 
-_TILE = 64           # tile side (on the strided sample) for local contrast
-_GRID_TILE = 128     # full-resolution tiles for noise and texture
-_MAX_GRID = 16       # at most this many grid tiles per channel
-_MAX_TOP = 8         # tiles with the most contrast, for sharpness
-_SAMPLE = 1 << 18    # pixels in the strided sample used for percentiles
-_BANDS = (1, 2, 4, 8, 16)
-_TEXTURE = ("asymmetry", *(f"band{b}" for b in _BANDS))
-
 
 class Flag(NamedTuple):
     """One quality finding.
@@ -105,8 +73,8 @@ class Flag(NamedTuple):
     reason : str
         One line, starting with the code, with the measured number and the training range.
 
-    Example
-    -------
+    Examples
+    --------
     >>> Flag("saturated", "saturated: 12.3 % of pixels at the maximum (training: 0.1 %)").informative
     False
     """
@@ -116,307 +84,18 @@ class Flag(NamedTuple):
 
     @property
     def informative(self) -> bool:
-        """True for codes that describe the image without casting doubt on the result (``dim``, ``bright``)."""
+        """True for codes that describe the image without casting doubt on the result (``dim``, ``bright``).
+
+        Examples
+        --------
+        >>> Flag("dim", "dim: contrast 12x below the training exposure").informative
+        True
+        """
         return self.code in INFORMATIVE
 
     def __str__(self) -> str:
         return self.reason
 
-
-# --------------------------------------------------------------------------------------------- measures
-
-def _as_stack(stack: np.ndarray) -> np.ndarray:
-    stack = np.asarray(stack)
-    if stack.ndim == 2:
-        stack = stack[None]
-    if stack.ndim != 3:
-        raise ValueError(f"expected a (C, Y, X) stack, got shape {stack.shape}")
-    return stack
-
-
-def _tiles(img: np.ndarray, side: int) -> np.ndarray:
-    """(n, side, side) view of the whole tiles of ``img`` (the ragged border is left out)."""
-    ny, nx = img.shape[0] // side, img.shape[1] // side
-    if ny == 0 or nx == 0:
-        side_y, side_x = img.shape
-        return img[None, :side_y, :side_x]
-    t = img[:ny * side, :nx * side].reshape(ny, side, nx, side).swapaxes(1, 2)
-    return t.reshape(ny * nx, side, side)
-
-
-def _noise_sigma(tiles: np.ndarray, integer: bool) -> float:
-    """Robust noise sigma from the MAD of second differences along both axes."""
-    t = tiles.astype(np.float32, copy=False)
-    dx = (t[:, :, :-2] - 2 * t[:, :, 1:-1] + t[:, :, 2:]).ravel()
-    dy = (t[:, :-2, :] - 2 * t[:, 1:-1, :] + t[:, 2:, :]).ravel()
-    d = np.concatenate([dx, dy])
-    sigma = 1.4826 * float(np.median(np.abs(d))) / math.sqrt(6.0) if d.size else 0.0
-    if integer:  # quantisation: a rounded value carries at least 1/sqrt(12) counts of noise
-        sigma = max(sigma, 1.0 / math.sqrt(12.0))
-    return sigma
-
-
-def _band_energies(tiles: np.ndarray, sigma: float) -> np.ndarray:
-    """Noise-corrected variance of a Laplacian pyramid (block means) at scales 1, 2, 4, 8, 16 px."""
-    x = tiles.astype(np.float32, copy=False)
-    out = np.zeros(len(_BANDS))
-    for k in range(len(_BANDS)):
-        n, h, w = x.shape
-        if h < 2 or w < 2:
-            break
-        h2, w2 = h // 2 * 2, w // 2 * 2
-        x = x[:, :h2, :w2]
-        coarse = x.reshape(n, h2 // 2, 2, w2 // 2, 2).mean(axis=(2, 4))
-        detail = x - np.repeat(np.repeat(coarse, 2, axis=1), 2, axis=2)
-        noise_var = 0.75 * sigma ** 2 / 4 ** k  # white noise: 3/4 of its variance is in each detail band
-        out[k] = max(float(np.mean(detail.astype(np.float64) ** 2)) - noise_var, 0.0)
-        x = coarse
-    return out
-
-
-def _derivatives(tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """|gradient| and |Laplacian| after a 1 px Gaussian (shot noise would otherwise dominate a
-    defocused field's Laplacian); the 3 px border is dropped."""
-    from scipy import ndimage as ndi
-
-    sm = ndi.gaussian_filter(tile, 1.0, truncate=3.0)
-    c = sm[1:-1, 1:-1]
-    gy = 0.5 * (sm[2:, 1:-1] - sm[:-2, 1:-1])
-    gx = 0.5 * (sm[1:-1, 2:] - sm[1:-1, :-2])
-    lap = sm[2:, 1:-1] + sm[:-2, 1:-1] + sm[1:-1, 2:] + sm[1:-1, :-2] - 4 * c
-    return np.hypot(gy, gx)[2:-2, 2:-2], np.abs(lap)[2:-2, 2:-2]
-
-
-_NOISE_P99: tuple[float, float] | None = None
-
-
-def _noise_percentiles() -> tuple[float, float]:
-    """99th percentiles of :func:`_derivatives` on unit white noise (computed once, fixed seed)."""
-    global _NOISE_P99
-    if _NOISE_P99 is None:
-        g, lap = _derivatives(np.random.default_rng(0).normal(0, 1, (256, 256)).astype(np.float32))
-        _NOISE_P99 = (float(np.percentile(g, 99)), float(np.percentile(lap, 99)))
-    return _NOISE_P99
-
-
-def plane_statistics(plane: np.ndarray) -> dict[str, float]:
-    """Exposure-invariant quality measures of one 2-D plane (see the module docstring).
-
-    Parameters
-    ----------
-    plane : (Y, X) ndarray
-        Raw intensities (any numeric dtype).
-
-    Returns
-    -------
-    dict
-        ``level`` (median), ``p01``/``p999`` (0.1st / 99.9th percentiles), ``noise``, ``signal``,
-        ``snr``, ``sharpness`` (1/px, nan when blank), ``saturated`` (fraction), ``maximum``,
-        ``asymmetry``, ``coverage``, ``band1`` .. ``band16`` (fractions summing to 1, nan when blank).
-
-    Example
-    -------
-    >>> import numpy as np
-    >>> yy, xx = np.mgrid[:256, :256]
-    >>> spot = 100 + 1000.0 * (((yy - 128) ** 2 + (xx - 128) ** 2) < 15 ** 2)
-    >>> s = plane_statistics(spot + np.random.default_rng(0).normal(0, 5, spot.shape))
-    >>> s["snr"] > 100, round(s["level"])
-    (True, 100)
-    """
-    plane = np.asarray(plane)
-    if plane.ndim != 2:
-        raise ValueError(f"expected a (Y, X) plane, got shape {plane.shape}")
-    integer = plane.dtype.kind in "uib"
-    ny, nx = plane.shape
-    stride = max(1, math.ceil(math.sqrt(ny * nx / _SAMPLE)))
-    sample = plane[::stride, ::stride].astype(np.float32)
-    p1, p01, p50, p99, p999 = (float(v) for v in np.percentile(sample, [1, 0.1, 50, 99, 99.9]))
-    maximum = float(plane.max())
-    saturated = float(np.count_nonzero(plane == maximum)) / plane.size if plane.size else 0.0
-
-    # local contrast on tiles of the strided sample (same per-pixel noise as full resolution)
-    side = min(_TILE, *sample.shape)
-    st = _tiles(sample, side).reshape(-1, side * side)
-    q = np.percentile(st, [50, 99.5], axis=1)
-    contrast = q[1] - q[0]
-    signal = float(contrast.max()) if contrast.size else 0.0
-
-    # full-resolution tiles: a regular grid for noise and texture, the most contrasted ones for sharpness
-    g = min(_GRID_TILE, ny, nx)
-    gy, gx = ny // g, nx // g
-    cells = [(i, j) for i in range(gy) for j in range(gx)]
-    pick = np.linspace(0, len(cells) - 1, min(_MAX_GRID, len(cells))).round().astype(int)
-    grid = np.stack([plane[i * g:(i + 1) * g, j * g:(j + 1) * g] for i, j in (cells[k] for k in pick)])
-    sigma = _noise_sigma(grid, integer)
-    snr = signal / sigma if sigma > 0 else (math.inf if signal > 0 else 0.0)
-
-    stats: dict[str, float] = {"level": p50, "p01": p01, "p999": p999, "noise": sigma, "signal": signal,
-                               "snr": float(snr), "saturated": saturated, "maximum": maximum}
-    blank = not (snr >= BLANK_SNR)
-    if blank:
-        stats.update({"sharpness": math.nan, "asymmetry": math.nan, "coverage": math.nan,
-                      **{f"band{b}": math.nan for b in _BANDS}})
-        return stats
-
-    # sharpness in the tiles with the most contrast, mapped back to full resolution
-    tiles_x = max(sample.shape[1] // side, 1)
-    order = np.argsort(contrast)[::-1][:_MAX_TOP]
-    full = side * stride
-    grads, laps = [], []
-    for k in order:
-        i, j = divmod(int(k), tiles_x)
-        # a window of at most 128 px centred on the tile's brightest sample pixel (an object's edge is near)
-        m = int(np.argmax(st[k]))
-        cy, cx = (i * side + m // side) * stride, (j * side + m % side) * stride
-        half = min(full, 128) // 2
-        y0, x0 = max(min(cy - half, ny - 2 * half), 0), max(min(cx - half, nx - 2 * half), 0)
-        t = plane[y0:y0 + 2 * half, x0:x0 + 2 * half].astype(np.float32)
-        if t.shape[0] < 7 or t.shape[1] < 7:
-            continue
-        g, lap = _derivatives(t)
-        grads.append(g.ravel())
-        laps.append(lap.ravel())
-    if not grads:
-        stats["sharpness"] = math.nan
-        grads, laps = [np.zeros(1)], [np.zeros(1)]
-    g99, l99 = (float(np.percentile(np.concatenate(v), 99)) for v in (grads, laps))
-    # remove the noise's own share in quadrature (99th percentiles of the same operators on unit white noise)
-    local = sigma
-    g_noise, l_noise = _noise_percentiles()
-    g99 = math.sqrt(max(g99 ** 2 - (g_noise * local) ** 2, 0.0))
-    l99 = math.sqrt(max(l99 ** 2 - (l_noise * local) ** 2, 0.0))
-    # a step edge blurred by a Gaussian of sigma s px (s includes the 1 px pre-smoothing):
-    # max |Laplacian| / max |gradient| = 1 / (s sqrt(e))
-    stats["sharpness"] = l99 / g99 if g99 > 0 else math.nan
-
-    spread = p99 - p1
-    stats["asymmetry"] = (p99 - p50) / spread if spread > 0 else math.nan
-    stats["coverage"] = float(np.mean(sample > p50 + 0.5 * (p999 - p50))) if p999 > p50 else 0.0
-    energies = _band_energies(grid, sigma)
-    total = float(energies.sum())
-    for b, e in zip(_BANDS, energies):
-        stats[f"band{b}"] = float(e) / total if total > 0 else math.nan
-    return stats
-
-
-def image_statistics(stack: np.ndarray) -> list[dict[str, float]]:
-    """:func:`plane_statistics` of each channel of a raw ``(C, Y, X)`` (or ``(Y, X)``) stack.
-
-    Example
-    -------
-    >>> import numpy as np
-    >>> len(image_statistics(np.zeros((3, 64, 64), np.uint16)))
-    3
-    """
-    return [plane_statistics(p) for p in _as_stack(stack)]
-
-
-# ------------------------------------------------------------------------------------------- reference
-
-def _summary(values: Sequence[float]) -> dict[str, float]:
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return {"n": 0, "median": math.nan, "spread": math.nan, "low": math.nan, "high": math.nan}
-    median = float(np.median(v))
-    # a robust range: 2nd..98th percentile with >= 50 images, the extremes otherwise
-    low, high = (float(np.percentile(v, 2)), float(np.percentile(v, 98))) if v.size >= 50 else (float(v.min()), float(v.max()))
-    return {"n": int(v.size), "median": median, "spread": 1.4826 * float(np.median(np.abs(v - median))),
-            "low": low, "high": high}
-
-
-def _areas(labels: np.ndarray) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.size == 0:
-        return np.zeros(0, np.int64)
-    counts = np.bincount(labels.ravel().astype(np.int64))[1:]
-    return counts[counts > 0]
-
-
-def object_statistics(labels: np.ndarray) -> dict[str, float]:
-    """Object count, density (objects per megapixel) and median area (px) of one label image.
-
-    Example
-    -------
-    >>> import numpy as np
-    >>> lab = np.zeros((100, 100), np.int32); lab[:10, :10] = 1; lab[50:60, 50:70] = 2
-    >>> object_statistics(lab)["median_area"]
-    150.0
-    """
-    areas = _areas(labels)
-    size = max(np.asarray(labels).size, 1)
-    return {"count": int(areas.size), "density": 1e6 * areas.size / size,
-            "median_area": float(np.median(areas)) if areas.size else math.nan}
-
-
-def reference_statistics(stacks: Iterable[np.ndarray], labels: Iterable[np.ndarray] | None = None) -> dict[str, Any]:
-    """Statistics of the training images, to compare new images with (JSON-serialisable).
-
-    Parameters
-    ----------
-    stacks : iterable of (C, Y, X) ndarrays
-        The raw training inputs (the same channels, in the same order, as at inference).
-    labels : iterable of (Y, X) int ndarrays, optional
-        Their training labels, for :func:`check_objects`.
-
-    Returns
-    -------
-    dict
-        ``version`` (1), ``n_images``; ``channels``: one dict per channel mapping each measure of
-        :func:`plane_statistics` (``snr``, ``signal``, ``sharpness``, ``saturated``, ``asymmetry``,
-        ``coverage``, ``band1`` .. ``band16``, ``level``, ``noise``, ...) to a summary
-        ``{"n", "median", "spread" (1.4826 x MAD), "low", "high"}`` where low..high is the range
-        (2nd..98th percentile with >= 50 images, min..max otherwise); with labels, ``objects``:
-        the same summaries for ``count``, ``density`` (objects per megapixel) and ``median_area``
-        (per image), plus ``area`` (all objects pooled: median, p5, p95).
-
-    Example
-    -------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> yy, xx = np.mgrid[:128, :128]
-    >>> img = 100 + 800.0 * (((yy - 64) ** 2 + (xx - 64) ** 2) < 12 ** 2) + rng.normal(0, 4, (128, 128))
-    >>> ref = reference_statistics([img[None]])
-    >>> ref["n_images"], sorted(ref["channels"][0])[:3]
-    (1, ['asymmetry', 'band1', 'band16'])
-    """
-    per_image: list[list[dict[str, float]]] = [image_statistics(s) for s in stacks]
-    if not per_image:
-        raise ValueError("reference_statistics needs at least one training image")
-    n_channels = len(per_image[0])
-    if any(len(p) != n_channels for p in per_image):
-        raise ValueError("training stacks have different numbers of channels")
-    channels = []
-    for c in range(n_channels):
-        keys = per_image[0][c].keys()
-        channels.append({k: _summary([p[c][k] for p in per_image]) for k in keys})
-    ref: dict[str, Any] = {"version": 1, "n_images": len(per_image), "channels": channels}
-    if labels is not None:
-        objs, pooled = [], []
-        for lab in labels:
-            objs.append(object_statistics(lab))
-            pooled.append(_areas(lab))
-        areas = np.concatenate(pooled) if pooled else np.zeros(0)
-        ref["objects"] = {k: _summary([o[k] for o in objs]) for k in ("count", "density", "median_area")}
-        ref["objects"]["area"] = ({"median": float(np.median(areas)), "p5": float(np.percentile(areas, 5)),
-                                   "p95": float(np.percentile(areas, 95))} if areas.size else
-                                  {"median": math.nan, "p5": math.nan, "p95": math.nan})
-    return _jsonable(ref)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain Python types; nan/inf become None so the dict is strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer, int)) and not isinstance(obj, bool):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
-# ---------------------------------------------------------------------------------------------- checks
 
 def _num(summary: Mapping[str, Any], key: str) -> float:
     v = summary.get(key) if summary else None
@@ -438,8 +117,8 @@ def is_blank(stack: np.ndarray, reference: Mapping[str, Any] | None = None) -> b
     ``reference`` is accepted for symmetry with :func:`check_image`; the rule is absolute
     (signal-to-noise below :data:`BLANK_SNR`), so a dim but real field is not blank.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import numpy as np
     >>> is_blank(np.full((2, 64, 64), 7, np.uint16))
     True
@@ -480,12 +159,13 @@ def check_image(stack: np.ndarray, reference: Mapping[str, Any],
     list of Flag
         Empty when nothing is unusual.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> yy, xx = np.mgrid[:128, :128]
     >>> img = 100 + 800.0 * (((yy - 64) ** 2 + (xx - 64) ** 2) < 12 ** 2) + rng.normal(0, 4, (128, 128))
+    >>> from stainseg.quality.measures import reference_statistics
     >>> ref = reference_statistics([img[None]])
     >>> check_image(img[None], ref)
     []
@@ -526,7 +206,7 @@ def check_image(stack: np.ndarray, reference: Mapping[str, Any],
                                               f"{_g(_num(ref['sharpness'], 'high'))}/px (an edge blurred over about "
                                               f"{_g(1 / (math.sqrt(math.e) * max(s['sharpness'], 1e-9)))} px)"))
         worst: list[tuple[float, str]] = []
-        for key in _TEXTURE:
+        for key in TEXTURE_MEASURES:
             summ = ref.get(key, {})
             median, value = _num(summ, "median"), float(s[key])
             spread = _num(summ, "spread")
@@ -566,12 +246,13 @@ def check_objects(labels: np.ndarray, reference: Mapping[str, Any]) -> list[Flag
     every training image had objects); ``object_size`` when the median area is that factor outside
     the range of the training images' median areas. No flags when the reference has no ``objects``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import numpy as np
     >>> lab = np.zeros((200, 200), np.int32)
     >>> for i in range(4):
     ...     lab[i * 50:i * 50 + 20, 10:30] = i + 1
+    >>> from stainseg.quality.measures import reference_statistics
     >>> ref = reference_statistics([lab[None].astype(float)], [lab])
     >>> [f.code for f in check_objects(np.zeros_like(lab), ref)]
     ['too_few_objects']
