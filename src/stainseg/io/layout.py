@@ -28,19 +28,10 @@ class ImageSet:
 
     Examples
     --------
-    >>> import tempfile
-    >>> import numpy as np
     >>> from pathlib import Path
-    >>> from stainseg.config import config_from_dict
-    >>> from stainseg.io.images import write_image
-    >>> root = Path(tempfile.mkdtemp())
-    >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
-    ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
-    >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
-    ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
-    >>> first = scan(cfg).image_sets[0]
-    >>> first.fields, sorted(first.channels)
-    ({'well': 'A01', 'site': '1'}, ['BF', 'DNA'])
+    >>> iset = ImageSet({"well": "A01", "site": "1"}, {"DNA": [Path("A01_s1_DNA.tif")], "BF": [Path("A01_s1_BF.tif")]})
+    >>> iset.name, sorted(iset.channels)
+    ('A01_s1', ['BF', 'DNA'])
     """
 
     fields: dict[str, str]
@@ -93,15 +84,10 @@ class ImageSet:
         >>> import tempfile
         >>> import numpy as np
         >>> from pathlib import Path
-        >>> from stainseg.config import config_from_dict
         >>> from stainseg.io.images import write_image
-        >>> root = Path(tempfile.mkdtemp())
-        >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
-        ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
-        >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
-        ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
-        >>> scan(cfg).image_sets[0].load("DNA").shape        # (Z, Y, X) float32
-        (1, 16, 16)
+        >>> planes = [write_image(Path(tempfile.mkdtemp()) / f"z{z}.tif", np.ones((16, 16), np.uint16)) for z in range(2)]
+        >>> ImageSet({"well": "A01"}, {"BF": planes}).load("BF").shape        # (Z, Y, X) float32
+        (2, 16, 16)
         """
         planes = [as_float(read_plane(p), p) for p in self.files(channel)]
         _check_shapes(planes, self.files(channel), self.name)
@@ -115,14 +101,10 @@ class ImageSet:
         >>> import tempfile
         >>> import numpy as np
         >>> from pathlib import Path
-        >>> from stainseg.config import config_from_dict
         >>> from stainseg.io.images import write_image
-        >>> root = Path(tempfile.mkdtemp())
-        >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
-        ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
-        >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
-        ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
-        >>> scan(cfg).image_sets[0].load_stack(["BF", "DNA"]).shape
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> files = {c: [write_image(folder / f"{c}.tif", np.ones((16, 16), np.uint16))] for c in ("BF", "DNA")}
+        >>> ImageSet({"well": "A01"}, files).load_stack(["BF", "DNA"]).shape
         (2, 16, 16)
         """
         paths = [p for ch in channels for p in self.files(ch)]
@@ -147,19 +129,9 @@ class Layout:
 
     Examples
     --------
-    >>> import tempfile
-    >>> import numpy as np
-    >>> from pathlib import Path
-    >>> from stainseg.config import config_from_dict
-    >>> from stainseg.io.images import write_image
-    >>> root = Path(tempfile.mkdtemp())
-    >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
-    ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
-    >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
-    ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
-    >>> layout = scan(cfg)
+    >>> layout = Layout([ImageSet({"well": "A01"})], unmatched=["notes.tif"], incomplete=[], duplicates=[])
     >>> len(layout.image_sets), layout.unmatched
-    (2, ['notes.tif'])
+    (1, ['notes.tif'])
     """
 
     image_sets: list[ImageSet]
@@ -320,18 +292,10 @@ def is_test(cfg: ExperimentConfig, iset: ImageSet) -> bool:
 
     Examples
     --------
-    >>> import tempfile
-    >>> import numpy as np
-    >>> from pathlib import Path
-    >>> from stainseg.config import config_from_dict
-    >>> from stainseg.io.images import write_image
-    >>> root = Path(tempfile.mkdtemp())
-    >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
-    ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
-    >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
-    ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
-    >>> [(s.name, is_test(cfg, s)) for s in scan(cfg).image_sets]
-    [('A01_s1', False), ('A01_s2', True)]
+    >>> from stainseg.config import ExperimentConfig, SplitConfig
+    >>> cfg = ExperimentConfig(split=SplitConfig(test_sites=["2"]))
+    >>> is_test(cfg, ImageSet({"well": "A01", "site": "1"})), is_test(cfg, ImageSet({"well": "A01", "site": "02"}))
+    (False, True)
     """
     split = cfg.split
     if any(same_value(iset.fields.get("site", "\0"), v) for v in split.test_sites):
@@ -350,17 +314,14 @@ def check_channels(cfg: ExperimentConfig, sets: list[ImageSet], stains: bool) ->
 
     Examples
     --------
-    >>> import tempfile
-    >>> import numpy as np
     >>> from pathlib import Path
-    >>> from stainseg.config import config_from_dict
-    >>> from stainseg.io.images import write_image
-    >>> root = Path(tempfile.mkdtemp())
-    >>> for name in ["A01_s1_DNA.tif", "A01_s1_BF.tif", "A01_s2_DNA.tif", "A01_s2_BF.tif", "notes.tif"]:
-    ...     _ = write_image(root / name, np.ones((16, 16), np.uint16))
-    >>> cfg = config_from_dict({"root": str(root), "pattern": "(?P<well>[A-P][0-9]{2})_s(?P<site>[0-9])_(?P<channel>[A-Z]+)[.]tif",
-    ...                         "channels": {"input": ["BF"], "nuclei": "DNA"}, "split": {"test_sites": ["2"]}})
-    >>> check_channels(cfg, scan(cfg).image_sets, stains=True)   # every set has BF and DNA: no error
+    >>> from stainseg.config import ChannelsConfig, ExperimentConfig
+    >>> cfg = ExperimentConfig(channels=ChannelsConfig(input=["BF"], nuclei="DNA"))
+    >>> check_channels(cfg, [ImageSet({"well": "A01"}, {"BF": [Path("a.tif")]})], stains=False)  # inputs there: no error
+    >>> check_channels(cfg, [ImageSet({"well": "A01"}, {"BF": [Path("a.tif")]})], stains=True)
+    Traceback (most recent call last):
+    ...
+    stainseg.errors.StainsegError: image set A01 has no 'DNA' images (channels found: BF); check [channels] and pattern
     """
     needed = list(cfg.channels.input)
     if stains:
