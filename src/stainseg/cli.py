@@ -52,7 +52,8 @@ def _cmd_segment(a: argparse.Namespace) -> int:
     from stainseg.stages.segment import segment_experiment, segment_files
 
     opts = dict(save_probability=a.save_probability, save_uncertainty=a.save_uncertainty, resume=a.resume,
-                workers=a.workers, scheduler=a.scheduler, output_format=a.format, skip_flagged=a.skip_flagged, engine=a.engine)
+                workers=a.workers, scheduler=a.scheduler, output_format=a.format, skip_flagged=a.skip_flagged, engine=a.engine,
+                constant_illumination=a.constant_illumination)
     if a.experiment:
         if a.images:
             raise StainsegError("give either IMAGE files or --experiment, not both")
@@ -153,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["auto", "torch", "onnx"], default=None,
                    help="what runs the network (default: the model's [segment] engine, 'auto': ONNX Runtime on a CPU when the "
                         "model folder has model.onnx, torch on a CUDA GPU); recorded in run.json")
+    p.add_argument("--constant-illumination", action="store_true",
+                   help="the illumination does not change across the plate: divide by the model's flat field (from its training "
+                        "images, MODEL/flat_field.npy) instead of fitting each image's background (faster)")
     _parallel_args(p)
     p.set_defaults(func=_cmd_segment)
 

@@ -308,6 +308,17 @@ class Model:
             stack = self.arrange(raw)
             corrected.append(np.stack([correct_plane(plane, self.preprocessing) for plane in stack]))
         self.preprocessing.statistics = channel_statistics(corrected, self.preprocessing.low, self.preprocessing.high)
+        self.preprocessing.flat_field = self._flat_field(stacks)
+
+    def _flat_field(self, stacks: Sequence[np.ndarray]) -> Optional[np.ndarray]:
+        """Per-plane flat fields of the training stacks (:func:`stainseg.groundtruth.illumination.flat_field`), or None
+        when they differ in size or the model does not correct illumination."""
+        if self.preprocessing.illumination != "spline" or not stacks or len({s.shape for s in stacks}) != 1:
+            return None
+        from stainseg.groundtruth.illumination import flat_field
+
+        p = self.preprocessing
+        return np.stack([flat_field([s[c] for s in stacks], p.spline_grid, p.spline_iterations) for c in range(stacks[0].shape[0])])
 
     # ------------------------------------------------------------------ inference
     def engine(self) -> Any:

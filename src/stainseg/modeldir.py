@@ -9,6 +9,8 @@ Files (all written atomically)::
                            channels, network, preprocessing with the normalisation statistics of the
                            training images, segmentation settings, settings derived from the training
                            labels, training facts (calibration, quality reference, ...), versions
+    MODEL/flat_field.npy   (C, Y, X) flat fields of the training images (when they have one size), used instead of
+                           the per-image spline fit when the user says the illumination is constant
     MODEL/experiment.toml  provenance: the experiment the model was trained on (loading never reads it)
     MODEL/history.csv      loss and validation score during training (and history.png, the same as a plot)
     MODEL/summary.txt      architecture, parameter count, FLOPs per pixel
@@ -45,6 +47,7 @@ from stainseg.preprocess import Preprocessing
 __all__ = ["write_model_dir", "read_model_dir", "StoredModel", "FORMAT_VERSION", "LazyNetwork", "ONNX_FILE"]
 
 ONNX_FILE = "model.onnx"
+FLAT_FIELD_FILE = "flat_field.npy"
 
 FORMAT_VERSION = 2
 RETRAIN = "re-run 'stainseg train EXPERIMENT -o MODEL' to write a model folder this version reads"
@@ -191,6 +194,13 @@ def write_model_dir(model: StoredModel, out_dir: str | Path, onnx: bool = True) 
     elif (out_dir / ONNX_FILE).exists():
         (out_dir / ONNX_FILE).unlink()  # would not match the new weights
     write_json(out_dir / "model.json", _settings(model))
+    flat = model.preprocessing.flat_field
+    if flat is not None:
+        with atomic_path(out_dir / FLAT_FIELD_FILE) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, np.asarray(flat, np.float32))
+    elif (out_dir / FLAT_FIELD_FILE).exists():
+        (out_dir / FLAT_FIELD_FILE).unlink()  # from an earlier model in this folder
     if model.experiment is not None:
         save_config(model.experiment, out_dir / "experiment.toml")
     rows = [dict(row) for row in model.history]
@@ -324,6 +334,8 @@ def read_model_dir(model_dir: str | Path, engine: str | None = None, device: str
     try:
         network_cfg = _dataclass_from(ModelConfig, dict(settings["network"]), meta_path)
         preprocessing = Preprocessing.from_dict(settings["preprocessing"])
+        if (model_dir / FLAT_FIELD_FILE).is_file():
+            preprocessing.flat_field = np.load(model_dir / FLAT_FIELD_FILE)
         segment = _dataclass_from(SegmentConfig, dict(settings["segment"]), meta_path)
     except (KeyError, TypeError) as exc:
         raise StainsegError(f"lacks or garbles a setting ({exc}); {RETRAIN}", meta_path) from None

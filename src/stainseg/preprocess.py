@@ -79,10 +79,18 @@ class Preprocessing:
     high: float = 99.5
     statistics: list[ChannelStatistics] = field(default_factory=list)
     """One entry per input plane, from :func:`channel_statistics` on the training images."""
+    constant_illumination: bool = False
+    """Divide every plane by :attr:`flat_field` (estimated from the training images) instead of fitting a spline
+    to each image: for a plate whose illumination does not change (``stainseg segment --constant-illumination``)."""
+    flat_field: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    """(C, Y, X) float32 fields of mean 1 from the training images (:func:`stainseg.groundtruth.illumination.flat_field`),
+    stored as ``MODEL/flat_field.npy``, not in ``model.json``."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the ``preprocessing`` entry of ``model.json``)."""
-        return dataclasses.asdict(self)
+        """JSON-ready dict (the ``preprocessing`` entry of ``model.json``; the flat field is a file of its own)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("flat_field", "constant_illumination")}
+        data["statistics"] = [dataclasses.asdict(s) for s in self.statistics]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Preprocessing":
@@ -215,6 +223,22 @@ def channel_statistics(corrected: Sequence[np.ndarray], low: float = 0.5, high: 
     return out
 
 
+def _usable_flat_field(stack: np.ndarray, settings: Preprocessing) -> Optional[np.ndarray]:
+    """The stored flat field when ``constant_illumination`` asks for it (one-line error when it cannot be used)."""
+    if not settings.constant_illumination or settings.illumination != "spline":
+        return None
+    from stainseg.errors import StainsegError
+
+    flat = settings.flat_field
+    if flat is None:
+        raise StainsegError("constant illumination was asked for but the model has no flat field (MODEL/flat_field.npy; "
+                            "models trained on images of one size have one); segment without --constant-illumination")
+    if flat.shape != stack.shape:
+        raise StainsegError(f"the model's flat field is {flat.shape[1]} x {flat.shape[2]} px for {flat.shape[0]} plane(s), the image "
+                            f"{stack.shape[1]} x {stack.shape[2]} px for {stack.shape[0]}; segment without --constant-illumination")
+    return flat
+
+
 def prepare(stack: np.ndarray, settings: Preprocessing) -> np.ndarray:
     """Network input from raw planes: illumination correction, then normalisation (one float32 buffer per plane).
 
@@ -243,8 +267,12 @@ def prepare(stack: np.ndarray, settings: Preprocessing) -> np.ndarray:
         raise ValueError(f"prepare expects (C, Y, X), got shape {stack.shape}")
     out = np.empty(stack.shape, np.float32)
     stats = settings.statistics if len(settings.statistics) == stack.shape[0] else []
+    flat = _usable_flat_field(stack, settings)
     for c, plane in enumerate(stack):
-        correct_plane(plane, settings, out[c])
+        if flat is not None:
+            np.divide(plane, flat[c], out=out[c], casting="unsafe")
+        else:
+            correct_plane(plane, settings, out[c])
         min_range, fixed = 0.0, None
         if stats and stats[c].images and settings.normalization != "image":
             level = _level(out[c])

@@ -144,6 +144,7 @@ def _compute_task(state: dict[str, Any]) -> dict[str, Any]:
     if "record" in state:
         return state
     model = _loaded(state["task"]["model"], state["task"].get("engine"))
+    model.preprocessing.constant_illumination = bool(state["task"].get("constant_illumination"))
     stack = state["stack"]
     flags = None
     if state["task"].get("skip_flagged"):
@@ -237,33 +238,37 @@ def _run(model_dir: Path, facts: tuple[dict[str, Any], dict[str, Any]], tasks: l
 
 
 def _base_task(model_dir: Path, out: Path, name: str, save_probability: bool, save_uncertainty: bool, resume: bool,
-               skip_flagged: bool = False, engine: str | None = None) -> dict[str, Any]:
+               skip_flagged: bool = False, engine: str | None = None, constant_illumination: bool = False) -> dict[str, Any]:
     return {"model": str(model_dir.resolve()), "out": str(out.resolve()), "name": name, "resume": resume,
             "save_probability": save_probability, "save_uncertainty": save_uncertainty, "skip_flagged": skip_flagged,
-            "engine": engine}
+            "engine": engine, "constant_illumination": constant_illumination}
 
 
 def segment_files(model_dir: str | Path, images: Sequence[str | Path], out: str | Path, save_probability: bool = False,
                   save_uncertainty: bool = False, resume: bool = False, workers: int = 0, scheduler: str | None = None,
-                  output_format: str = "tiff", skip_flagged: bool = False, engine: str | None = None) -> SegmentResult:
+                  output_format: str = "tiff", skip_flagged: bool = False, engine: str | None = None,
+                  constant_illumination: bool = False) -> SegmentResult:
     """Segment plain image files; each file is one image set (2-D, or a stack of the model's input channels).
 
     Every image is checked against the training images; its quality flags go to ``index.csv``
     (``flags``, ``flag_reasons``). With ``skip_flagged`` a flagged image is not segmented (empty labels).
-    ``engine`` (``"auto"``, ``"torch"``, ``"onnx"``; None: the model's setting) is recorded in run.json."""
+    ``engine`` (``"auto"``, ``"torch"``, ``"onnx"``; None: the model's setting) is recorded in run.json.
+    ``constant_illumination``: divide by the model's flat field instead of fitting each image's background."""
     model_dir, out = Path(model_dir), Path(out)
     facts = _model_facts(model_dir, engine)  # fails early, in one line, on a broken model dir
     paths = [Path(p) for p in images]
     names = _unique_names(paths)
-    tasks = [{**_base_task(model_dir, out, n, save_probability, save_uncertainty, resume, skip_flagged, engine), "path": str(p.resolve())}
+    tasks = [{**_base_task(model_dir, out, n, save_probability, save_uncertainty, resume, skip_flagged, engine, constant_illumination),
+              "path": str(p.resolve())}
              for p, n in zip(paths, names)]
-    return _run(model_dir, facts, tasks, names, out, {"inputs": [str(p) for p in paths]}, workers, scheduler, output_format)
+    return _run(model_dir, facts, tasks, names, out, {"inputs": [str(p) for p in paths], "constant_illumination": constant_illumination},
+                workers, scheduler, output_format)
 
 
 def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out: str | Path, save_probability: bool = False,
                        save_uncertainty: bool = False, resume: bool = False, workers: int = 0, scheduler: str | None = None,
                        output_format: str = "tiff", only: Sequence[str] | None = None, skip_flagged: bool = False,
-                       engine: str | None = None) -> SegmentResult:
+                       engine: str | None = None, constant_illumination: bool = False) -> SegmentResult:
     """Segment every image set (every time point of every site) of an experiment with a model.
 
     ``experiment`` is a TOML path or a loaded :class:`~stainseg.config.ExperimentConfig`;
@@ -282,6 +287,8 @@ def segment_experiment(model_dir: str | Path, experiment: str | Path | Any, out:
     sets = [s for s in sets if all(ch in s.channels for ch in meta["input_channels"])]
     if not sets:
         raise StainsegError(f"no image set has the model's input channels {meta['input_channels']}; check [channels] input", cfg.source)
-    tasks = [{**_base_task(model_dir, out, s.name, save_probability, save_uncertainty, resume, skip_flagged, engine), "fields": s.fields,
+    tasks = [{**_base_task(model_dir, out, s.name, save_probability, save_uncertainty, resume, skip_flagged, engine, constant_illumination),
+              "fields": s.fields,
               "channels": {k: [str(Path(p).resolve()) for p in v] for k, v in s.channels.items()}} for s in sets]
-    return _run(model_dir, facts, tasks, [s.name for s in sets], out, {"experiment": cfg.source}, workers, scheduler, output_format)
+    return _run(model_dir, facts, tasks, [s.name for s in sets], out, {"experiment": cfg.source, "constant_illumination": constant_illumination},
+                workers, scheduler, output_format)
