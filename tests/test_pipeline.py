@@ -16,8 +16,22 @@ from stainseg.stages.pipeline import demo_config, run_experiment
 from stainseg.synth import generate_experiment
 
 
+def _add_blank_site(folder: Path, site: int = 4, seed: int = 5) -> None:
+    """An empty well beside the real sites: every plane of site 1 replaced by its flat level plus camera noise."""
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    for src in sorted((folder / "images").glob("A01_s1_*.tif")):
+        plane = tifffile.imread(src)
+        level = float(np.median(plane))
+        noise = rng.normal(level, 0.02 * max(level, 1.0), plane.shape)
+        tifffile.imwrite(folder / "images" / src.name.replace("_s1_", f"_s{site}_"),
+                         np.clip(noise, 0, np.iinfo(plane.dtype).max).astype(plane.dtype))
+
+
 def _small_config(folder: Path):
     generate_experiment(folder, wells=1, sites=2, times=3, size=192, seed=2)
+    _add_blank_site(folder)
     cfg = demo_config(folder)
     cfg.train.iterations = 30
     cfg.train.checkpoint_every = 10
@@ -35,9 +49,9 @@ def run_dir(tmp_path_factory) -> Path:
 def test_every_stage_wrote_its_outputs(run_dir: Path) -> None:
     for stage in ("groundtruth", "model", "segmentation", "evaluation", "tracking"):
         assert (run_dir / stage / "DONE.json").exists(), stage
-    assert len(list((run_dir / "segmentation" / "labels").glob("*.tif"))) == 6  # 2 sites x 3 time points
+    assert len(list((run_dir / "segmentation" / "labels").glob("*.tif"))) == 9  # 3 sites (one blank) x 3 time points
     cells = read_csv(run_dir / "segmentation" / "cells.csv")
-    assert cells and {"track_id", "endpoint_label", "area", "uncertainty"} <= set(cells[0])
+    assert cells and {"track_id", "endpoint_label", "area"} <= set(cells[0])  # uncertainty only with tiling = "tiles"
     tracks = read_csv(run_dir / "tracking" / "tracks.csv")
     assert {"well", "site", "time", "label", "track_id", "parent_track_id", "endpoint_label"} <= set(tracks[0])
     record = json.loads((run_dir / "run.json").read_text())
@@ -52,6 +66,32 @@ def test_report_is_self_contained(run_dir: Path) -> None:
     assert 'src="http' not in page and "src='http" not in page
     for heading in ("What was run", "quality control", "Training", "Accuracy on held-out sites", "Following cells"):
         assert heading in page
+
+
+def test_blank_field_is_flagged_first_with_its_reason(run_dir: Path) -> None:
+    """The empty well gives no cells and the report lists it before everything else, with the reason in words."""
+    index = {r["name"]: r for r in read_csv(run_dir / "segmentation" / "index.csv")}
+    blank = [n for n in index if "_s4_" in n]
+    assert len(blank) == 3 and all(int(index[n]["cells"]) == 0 and "blank" in index[n]["flags"] for n in blank)
+    assert not any(index[n]["flags"] for n in index if "_s4_" not in n and "blank" in index[n]["flags"])
+    page = (run_dir / "report.html").read_text()
+    body = page[page.index("<body>"):]
+    first_h2 = body.index("<h2")
+    assert body[first_h2:].startswith('<h2 id="flagged">Flagged images (')
+    flagged = body[first_h2:body.index("<h2", first_h2 + 3)]
+    for name in blank:
+        assert name in flagged
+    assert "no signal above the camera noise" in flagged and "x the noise" in flagged  # meaning and the measured number
+    assert flagged.count("data:image/png;base64,") >= 3  # a thumbnail per flagged image
+    # the result comes next, before any table: a held-out image that is not blank, whole and in full-resolution crops
+    result = body[body.index("<h2>Result</h2>"):body.index("<h2>What was run</h2>")]
+    assert body.index("<h2>Result</h2>") < body.index("<table")
+    assert "held-out image" in result and "_s4_" not in result.split("</p>")[0]
+    assert result.count("data:image/png;base64,") >= 3 and "pixel for pixel" in result
+    # the images table lists the flagged images first
+    table = body[body.index("<h2>Segmented images</h2>"):]
+    rows = table.split("<tr")[2:]
+    assert all("_s4_" in r for r in rows[:3]) and not any("_s4_" in r for r in rows[3:])
 
 
 def test_rerun_skips_complete_stages(run_dir: Path, tmp_path: Path) -> None:

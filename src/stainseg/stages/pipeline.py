@@ -307,7 +307,7 @@ def demo_config(folder: Path, size: int = 256, sites: int = 3, times: int = 6, s
 
 #: The demo's real section: planes of the bundled ``isl`` crop used as input, the held-out columns,
 #: and a short training (measured: see README, "Demo").
-REAL_DEMO: dict[str, Any] = {"planes": (2, 6, 10), "test_from_column": 256, "iterations": 300, "max_minutes": 1.0,
+REAL_DEMO: dict[str, Any] = {"planes": (2, 6, 10), "test_from_column": 256, "iterations": 150, "max_minutes": 0.75,
                              "crop_size": 128, "seed": 0}
 
 
