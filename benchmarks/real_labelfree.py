@@ -41,6 +41,7 @@ import numpy as np
 from skimage.segmentation import clear_border
 
 import stainseg
+from stainseg.groundtruth.extent import cells_from_nuclei
 from stainseg.io.atomic import atomic_path
 from stainseg.io.images import read_image, read_labels
 from stainseg.report.figures import overlay_panel
@@ -101,8 +102,9 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
         model = stainseg.Model.load(folder, device="cpu")
         return model, float(model.info.get("train_seconds", 0.0))
     t0 = time.perf_counter()
+    minutes = args.split_minutes if key in ("isl", "sephace") else args.minutes
     model = stainseg.train(images, labels, iterations=args.iterations, objects=objects, input_channels=names,
-                           crop_size=args.crop_size, batch_size=args.batch_size, max_minutes=args.minutes,
+                           crop_size=args.crop_size, batch_size=args.batch_size, max_minutes=minutes,
                            device="cpu", seed=args.seed, progress=args.progress)
     model.segment_settings.device = "cpu"
     seconds = round(time.perf_counter() - t0, 1)
@@ -138,8 +140,17 @@ def auto_labels(field: dict[str, Any], objects: str) -> np.ndarray:
     return stainseg.automatic_labels(nuclei=field["nuclear"])
 
 
+def label_free_planes(phase: np.ndarray) -> np.ndarray:
+    """The phase plane corrected for illumination as the automatic labels see it."""
+    from stainseg.config import GroundTruthConfig
+    from stainseg.groundtruth.pipeline import _label_free_planes
+
+    return _label_free_planes(phase[None], GroundTruthConfig(), phase.shape)
+
+
 def deepcell_set(objects: str, train_names: list[str], test_names: list[str], args: argparse.Namespace,
-                 out: Path, key: str, title: str, picture_field: str) -> dict[str, Any]:
+                 out: Path, key: str, title: str, picture_field: str,
+                 seeds_model: Optional[stainseg.Model] = None) -> dict[str, Any]:
     manual_key = "manual_cells" if objects == "cells" else "manual_nuclei"
     train = [deepcell(n) for n in train_names]
     t0 = time.perf_counter()
@@ -160,6 +171,17 @@ def deepcell_set(objects: str, train_names: list[str], test_names: list[str], ar
         if manual is not None:
             row["network_vs_manual"] = scores(manual, net)
             row["auto_vs_manual"] = scores(manual, auto)
+        seeded = None
+        if seeds_model is not None:
+            # no stain at all: the nuclei network gives one seed per cell, the phase image the cell extent
+            planes, seeds = label_free_planes(f["phase"]), seeds_model.segment(f["phase"])
+            seeded = cells_from_nuclei(planes, seeds)
+            # ... or the cell network's foreground, partitioned between the nuclei the other network found
+            both = cells_from_nuclei(planes, seeds, foreground=net > 0)
+            for name, lab in (("seeded", seeded), ("two_networks", both)):
+                row[f"{name}_vs_auto"] = scores(auto, lab)
+                if manual is not None:
+                    row[f"{name}_vs_manual"] = scores(manual, lab)
         if objects == "nuclei" and f["manual_cells"] is not None:
             # count check only: one nucleus per manual cell
             row["nuclei_per_manual_cell"] = round(int(net.max()) / max(1, len(np.unique(f["manual_cells"])) - 1), 3)
@@ -168,7 +190,10 @@ def deepcell_set(objects: str, train_names: list[str], test_names: list[str], ar
                                                      for k, v in row.items() if isinstance(v, dict)), flush=True)
         if name == picture_field:
             box = densest_box(manual if manual is not None else auto, args.crop_picture)
-            picture(out / f"{key}.png", f["phase"], [("automatic labels", auto), ("network", net), ("manual", manual)],
+            panels = [("automatic labels", auto), ("network", net)]
+            if seeded is not None:
+                panels.append(("nuclei network + phase extent", seeded))
+            picture(out / f"{key}.png", f["phase"], panels + [("manual", manual)],
                     f"{title}: {name} (held out), {args.crop_picture} px crop", box)
     return result
 
@@ -184,12 +209,15 @@ def hela_nuclei(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def hela_cells(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    nuclei_folder = args.models / "hela_nuclei" if args.models else None
+    seeds = stainseg.Model.load(nuclei_folder, device="cpu") if nuclei_folder and (nuclei_folder / "model.json").is_file() else None
     r = deepcell_set("cells", ["HeLa_s2", "HeLa_s3", "HeLa_s4"],
                      ["HeLa_s5", "HeLa_s6", "HeLa_s7", "3T3_s1", "BMDM_s1", "MCF10A_s2"], args, out, "hela_cells",
-                     "phase -> whole cells (nuclear stain only)", "HeLa_s5")
+                     "phase -> whole cells (nuclear stain only)", "HeLa_s5", seeds_model=seeds)
     f = r["fields"]
-    r["summary"] = {kind: pooled([f[n][kind] for n in ("HeLa_s5", "HeLa_s6")])
-                    for kind in ("network_vs_manual", "auto_vs_manual", "network_vs_auto")}
+    kinds = ["network_vs_manual", "auto_vs_manual", "network_vs_auto"]
+    kinds += ["seeded_vs_manual", "seeded_vs_auto", "two_networks_vs_manual", "two_networks_vs_auto"] if seeds else []
+    r["summary"] = {kind: pooled([f[n][kind] for n in ("HeLa_s5", "HeLa_s6")]) for kind in kinds}
     return r
 
 
@@ -260,6 +288,7 @@ def main() -> int:
     ap.add_argument("-o", "--out", type=Path, default=REPO / "docs" / "img" / "real")
     ap.add_argument("--iterations", type=int, default=1500)
     ap.add_argument("--minutes", type=float, default=4.0, help="training time limit per model (schedule compressed to fit)")
+    ap.add_argument("--split-minutes", type=float, default=4.0, help="training time limit of the one-field sets (isl, sephace)")
     ap.add_argument("--crop-size", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
