@@ -25,7 +25,7 @@ img{max-width:100%;border:1px solid #eee;margin:4px 0}.fig{display:inline-block;
 .big{font-size:1.25em;font-weight:600}.note{color:#666;font-size:.9em}
 td.reason{text-align:left;min-width:24em;font-size:.9em}.prev img{width:330px}
 .flag{display:flex;gap:1em;align-items:flex-start;border:1px solid #e8b4b4;background:#fff6f6;padding:.5em;margin:.5em 0}
-.flag ul{margin:.3em 0;padding-left:1.2em}.flag li{margin:.2em 0}.thumb img{width:160px;image-rendering:pixelated}
+.flag ul{margin:.3em 0;padding-left:1.2em}.flag li{margin:.2em 0}.thumb{flex:none}.thumb img{width:160px;image-rendering:pixelated}
 """
 
 
