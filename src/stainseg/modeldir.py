@@ -193,7 +193,9 @@ def write_model_dir(model: StoredModel, out_dir: str | Path, onnx: bool = True) 
         _write_onnx(model, out_dir)
     elif (out_dir / ONNX_FILE).exists():
         (out_dir / ONNX_FILE).unlink()  # would not match the new weights
-    write_json(out_dir / "model.json", _settings(model))
+    settings = _settings(model)
+    settings["files"] = {name: _sha256(out_dir / name) for name in ("model.pt", ONNX_FILE) if (out_dir / name).is_file()}
+    write_json(out_dir / "model.json", settings)
     flat = model.preprocessing.flat_field
     if flat is not None:
         with atomic_path(out_dir / FLAT_FIELD_FILE) as tmp:
@@ -260,6 +262,24 @@ def _v1_settings(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         "derived": {},
         "training": training,
     }
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_files(model_dir: Path, meta: dict[str, Any], names: Sequence[str]) -> None:
+    """The weight files are those model.json was written with (its ``files`` hashes; folders without them are not checked).
+
+    With ONNX Runtime the torch weights are not loaded, so this is what finds a model.pt or model.onnx from another run.
+    """
+    recorded = meta.get("files") or {}
+    for name in names:
+        if name in recorded and (model_dir / name).is_file() and _sha256(model_dir / name) != recorded[name]:
+            raise StainsegError("weights do not match model.json (this file is from another training run); keep the files of "
+                                "one training run together or re-run 'stainseg train'", model_dir / name)
 
 
 class LazyNetwork:
@@ -350,6 +370,7 @@ def read_model_dir(model_dir: str | Path, engine: str | None = None, device: str
         if not zipfile.is_zipfile(weights_path):  # the cheap check of model.pt without torch
             raise StainsegError("weights are corrupt or truncated (not a readable PyTorch state dict); "
                                 "copy the model folder again or re-run 'stainseg train'", weights_path)
+        _check_files(model_dir, meta, ("model.pt", ONNX_FILE))
         n_classes = int(settings.get("n_classes") or (3 if network_cfg.head == "3class" else 2))
         network = LazyNetwork(network_cfg, n_classes, weights_path)
     else:
