@@ -100,6 +100,13 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
     folder = args.models / key if args.models else None
     if args.reuse and folder is not None and (folder / "model.json").is_file():
         model = stainseg.Model.load(folder, device="cpu")
+        if args.recalibrate:  # the instance settings again, as training makes them (same validation crops)
+            from stainseg.segment.derive import object_statistics
+            from stainseg.train.fit import validation_pairs
+
+            prepared = [model.prepare(im) for im in images]
+            val_images, val_labels = validation_pairs(prepared, labels, model.info)
+            model.calibrate(val_images, val_labels, prepared=True, dilation=True, statistics=object_statistics(labels))
         return model, float(model.info.get("train_seconds", 0.0))
     t0 = time.perf_counter()
     minutes = args.split_minutes if key in ("isl", "sephace") else args.minutes
@@ -297,6 +304,7 @@ def main() -> int:
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--models", type=Path, default=None, help="save each trained model in MODELS/<data set>")
     ap.add_argument("--reuse", action="store_true", help="load the models of --models instead of training again")
+    ap.add_argument("--recalibrate", action="store_true", help="with --reuse: derive and calibrate the instance settings again")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is absent: the real data sets live in ../shared/data beside the repo")
@@ -308,7 +316,7 @@ def main() -> int:
         result = SETS[key](args, args.out)
         result["seconds"] = round(time.perf_counter() - t0, 1)
         result["command"] = "benchmarks/real_labelfree.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "progress", "only", "models", "reuse")) + f" --only {key}"
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "progress", "only", "models", "reuse", "recalibrate")) + f" --only {key}"
         with atomic_path(args.out / f"{key}.json") as tmp:
             Path(tmp).write_text(json.dumps(result, indent=1, default=str))
         print(f"{key}: {result['seconds']} s; summary {json.dumps(result.get('summary'))}", flush=True)
