@@ -12,7 +12,7 @@ import pytest
 
 from stainseg.cli import main
 from stainseg.io.atomic import read_csv
-from stainseg.stages.pipeline import demo_config, run_experiment
+from stainseg.stages.pipeline import demo_config, run_demo, run_experiment
 from stainseg.synth import generate_experiment
 
 
@@ -152,3 +152,23 @@ def test_cli_run_bad_experiment(tmp_path: Path, capsys) -> None:
     (tmp_path / "x.toml").write_text("root = 'nowhere'\npattern = '(?P<channel>a)'\n[channels]\ninput=['a']\nnuclei='a'\n")
     assert main(["run", str(tmp_path / "x.toml"), "-o", str(tmp_path / "o")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_runs_both_parts_and_reports_them(tmp_path: Path) -> None:
+    """`stainseg demo` as shipped: the real section on the bundled crop and the synthetic time-lapse, in one report."""
+    result = run_demo(tmp_path / "demo")
+    real = json.loads((tmp_path / "demo" / "real" / "result.json").read_text())
+    assert real["input_planes"] == ["phase_z02", "phase_z06", "phase_z10"]
+    assert 15 <= real["train_objects"] <= 40 and 10 <= real["test_objects"] <= 30  # DAPI nuclei of each part
+    assert 1 <= real["iterations"] <= 150 and real["predicted_objects"] > 0
+    assert 0.0 <= real["scores"]["percent_f_above"] <= 100.0
+    from stainseg.io.images import read_labels
+
+    assert read_labels(tmp_path / "demo" / "real" / "network_labels.tif").shape == (384, 256)
+    record = json.loads((tmp_path / "demo" / "run.json").read_text())
+    assert "real: F1@IoU0.5 vs DAPI labels" in record["figures"] and "real" in record["stages"]
+    assert "mangt % F>=0.6" in result.figures and "real section" in result.timings
+    page = (tmp_path / "demo" / "report.html").read_text()
+    assert page.index("<h2>Result</h2>") < page.index("Real phase contrast (bundled sample)") < page.index("What was run")
+    assert sum(result.timings.values()) < 300  # under 3 minutes on an idle 2-core machine; this bound allows a busy one

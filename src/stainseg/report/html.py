@@ -295,7 +295,8 @@ def _real_section(out: Path) -> str:
     from skimage.segmentation import relabel_sequential
 
     truth = relabel_sequential(dapi[:, a:b])[0]
-    whole = figures.outline_view(phase[len(phase) // 2], np.where(np.arange(phase.shape[2])[None, :] < a, dapi, 0))
+    left = np.where(np.arange(phase.shape[2])[None, :] < a, dapi, 0)
+    whole = figures.outline_view(phase[len(phase) // 2], np.zeros_like(dapi), reference=left)
     whole[:, a] = (1.0, 0.25, 1.0)
     split = _img(figures._png(whole), "training and held-out parts")
     return ("<h2>Real phase contrast (bundled sample)</h2>"
