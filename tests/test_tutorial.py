@@ -33,7 +33,7 @@ def test_tutorial_code_blocks_run_in_order(tmp_path, monkeypatch):
     assert namespace["source"] == expected
     assert (tmp_path / "MODEL" / "model.json").is_file()
     scores = namespace["scores"]
-    assert scores["n_truth"] > 5 and 0.0 <= scores["percent_f_above"] <= 100.0
+    assert scores["n_truth"] >= 3 and 0.0 <= scores["percent_f_above"] <= 100.0
     # what the tutorial says Model.segment gives: the labels `stainseg segment` writes for the same plane
     loaded = namespace["stainseg"].Model.load(tmp_path / "MODEL")
     assert (loaded.segment(namespace["held_out"]) == namespace["cells"]).all()
