@@ -94,6 +94,10 @@ def densest_box(labels: np.ndarray, side: int) -> tuple[slice, slice]:
     return slice(where[0], where[0] + side), slice(where[1], where[1] + side)
 
 
+#: The models of this run by data set (the cell set takes its seeds from the nuclei model).
+TRAINED: dict[str, stainseg.Model] = {}
+
+
 def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str, args: argparse.Namespace,
                 names: Optional[list[str]] = None, key: str = "model") -> tuple[stainseg.Model, float]:
     """Train (or, with ``--reuse``, load the model folder ``--models/key`` a previous run saved)."""
@@ -107,6 +111,7 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
             prepared = [model.prepare(im) for im in images]
             val_images, val_labels = validation_pairs(prepared, labels, model.info)
             model.calibrate(val_images, val_labels, prepared=True, dilation=True, statistics=object_statistics(labels))
+        TRAINED[key] = model
         return model, float(model.info.get("train_seconds", 0.0))
     t0 = time.perf_counter()
     minutes = args.split_minutes if key in ("isl", "sephace") else args.minutes
@@ -118,6 +123,7 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
     model.info["train_seconds"] = seconds
     if folder is not None:
         model.save(folder)
+    TRAINED[key] = model
     return model, seconds
 
 
@@ -185,10 +191,10 @@ def deepcell_set(objects: str, train_names: list[str], test_names: list[str], ar
             seeded = cells_from_nuclei(planes, seeds)
             # ... or the cell network's foreground, partitioned between the nuclei the other network found
             both = cells_from_nuclei(planes, seeds, foreground=net > 0)
-            for name, lab in (("seeded", seeded), ("two_networks", both)):
-                row[f"{name}_vs_auto"] = scores(auto, lab)
+            for kind, lab in (("seeded", seeded), ("two_networks", both)):
+                row[f"{kind}_vs_auto"] = scores(auto, lab)
                 if manual is not None:
-                    row[f"{name}_vs_manual"] = scores(manual, lab)
+                    row[f"{kind}_vs_manual"] = scores(manual, lab)
         if objects == "nuclei" and f["manual_cells"] is not None:
             # count check only: one nucleus per manual cell
             row["nuclei_per_manual_cell"] = round(int(net.max()) / max(1, len(np.unique(f["manual_cells"])) - 1), 3)
@@ -217,7 +223,9 @@ def hela_nuclei(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def hela_cells(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     nuclei_folder = args.models / "hela_nuclei" if args.models else None
-    seeds = stainseg.Model.load(nuclei_folder, device="cpu") if nuclei_folder and (nuclei_folder / "model.json").is_file() else None
+    seeds = TRAINED.get("hela_nuclei")
+    if seeds is None and nuclei_folder and (nuclei_folder / "model.json").is_file():
+        seeds = stainseg.Model.load(nuclei_folder, device="cpu")
     r = deepcell_set("cells", ["HeLa_s2", "HeLa_s3", "HeLa_s4"],
                      ["HeLa_s5", "HeLa_s6", "HeLa_s7", "3T3_s1", "BMDM_s1", "MCF10A_s2"], args, out, "hela_cells",
                      "phase -> whole cells (nuclear stain only)", "HeLa_s5", seeds_model=seeds)
