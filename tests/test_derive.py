@@ -259,15 +259,3 @@ def test_derived_settings_are_stored_in_the_model_and_reload_identically(tmp_pat
     image = images[0]
     np.testing.assert_array_equal(again.segment(image), model.segment(image))
 
-
-def test_few_objects_keep_the_derived_smoothing_instead_of_searching_it():
-    from stainseg.segment.derive import FEW_OBJECTS_SMOOTHING
-
-    lab = nuclei_labels((128, 128), n=8, seed=70)
-    rng = np.random.default_rng(7)
-    fg = np.clip(np.where(lab > 0, 0.9, 0.1) + rng.normal(0, 0.05, lab.shape), 0, 1).astype(np.float32)
-    base = derived_settings(object_statistics([lab]), foreground_factor=3.0)
-    out = calibrate([np.stack([1 - fg, fg])], [lab], base, {"smoothing_factor": (0.0, 0.15, 0.3), "min_size_factor": (1.0,)})
-    assert out["threshold_fixed"]
-    assert out["settings"]["smoothing"] == pytest.approx(FEW_OBJECTS_SMOOTHING * base["derived_from"]["radius"], abs=1e-3)
-    assert {row["smoothing"] for row in out["table"]} == {out["settings"]["smoothing"]}

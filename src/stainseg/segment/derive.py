@@ -34,13 +34,6 @@ GRID: dict[str, tuple] = {
 MIN_CALIBRATION_OBJECTS = 150
 #: Smoothing sigmas searched by default, as fractions of the typical radius (0 = none).
 SMOOTHING_FACTORS = (0.0, 0.15, 0.3)
-#: With too few calibration objects the smoothing is not searched either: this fraction of the radius
-#: is kept. Few calibration objects mean little training data, i.e. an under-trained network whose
-#: map flickers at pixel scale. Measured on deepcell HeLa s5 (held out; a 316-iteration phase
-#: model whose 89 calibration objects picked no smoothing): F1@0.5 against the automatic labels
-#: 0.287 without, 0.371 at 0.15 r, 0.500 at 0.3 r; on the plating series HeLa s7, 44, 26 and 22
-#: objects for 23 manual cells.
-FEW_OBJECTS_SMOOTHING = 0.3
 #: ``min_size`` = this fraction of the 5th percentile of the training object areas.
 MIN_SIZE_FRACTION = 0.5
 #: Seed spacing = this fraction of the typical radius (the default rule of seeds.py, from the labels).
@@ -294,8 +287,7 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         searched, ``fraction_f_above``, ``f1``, ``score``, ``n_truth``,
         ``n_pred``); ``crops``, ``objects`` (in the labels), ``threshold_fixed`` (True when fewer than
         :data:`MIN_CALIBRATION_OBJECTS` objects kept ``base["threshold"]`` instead of searching
-        thresholds, and with a ``smoothing_factor`` grid of several values, :data:`FEW_OBJECTS_SMOOTHING`
-        instead of searching it) and ``seconds``. Ties go to the smaller dilation, then the
+        thresholds) and ``seconds``. Ties go to the smaller dilation, then the
         threshold closest to ``base["threshold"]`` (0.5 when absent; it joins the default
         grid), then the factor closest to 1 (and first to the least smoothing).
 
@@ -325,8 +317,6 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     keep = {k: base[k] for k in ("min_distance", "min_depth") if base.get(k) is not None}
     base_min = int(base.get("min_size") or 4)
     smoothing = g.get("smoothing_factor")
-    if threshold_fixed and smoothing is not None and len(smoothing) > 1:
-        smoothing = (FEW_OBJECTS_SMOOTHING,)
     radius = float((base.get("derived_from") or {}).get("radius", 0.0))
     if smoothing is not None and not radius > 0:
         raise ValueError("a smoothing_factor grid needs base['derived_from']['radius'] (from derived_settings)")
