@@ -81,7 +81,7 @@ def test_real_section_shows_phase_with_both_outlines_and_the_scores(isl: dict, t
     write_labels(folder / "network_labels.tif", test)
     scores = stainseg.evaluate(test, test)
     record = {"data": isl["citation"], "crop": "384 x 512 px", "input_planes": ["phase_z02", "phase_z06", "phase_z10"],
-              "train_columns": [0, 256], "test_columns": [256, 512], "train_objects": int(labels[:, :256].max() > 0),
+              "split": "columns", "train_part": [[0, 384], [0, 256]], "test_part": [[0, 384], [256, 512]], "train_objects": int(labels[:, :256].max() > 0),
               "test_objects": int(test.max()), "predicted_objects": int(test.max()), "iterations": 300,
               "scores": {k: scores[k] for k in ("percent_f_above", "f1", "n_truth", "n_pred")}, "seconds": {"train": 10.0}}
     (folder / "result.json").write_text(json.dumps(record))

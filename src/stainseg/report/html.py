@@ -286,25 +286,31 @@ def _real_section(out: Path) -> str:
     phase = np.asarray(read_image(folder / "phase.tif"))
     dapi = read_labels(folder / "dapi_labels.tif")
     net = read_labels(folder / "network_labels.tif")
-    a, b = rec["test_columns"]
-    plane = phase[len(phase) // 2][:, a:b]
+    (y0, y1), (x0, x1) = rec["test_part"]
+    rows = rec.get("split") == "rows"
+    part = f"rows {y0}–{y1}" if rows else f"columns {x0}–{x1}"
+    plane = phase[len(phase) // 2][y0:y1, x0:x1]
     sc = rec["scores"]
-    title = (f"held-out part (columns {a}–{b}) over the middle input plane ({html.escape(rec['input_planes'][len(rec['input_planes']) // 2])}): "
+    title = (f"held-out part ({part}) over the middle input plane ({html.escape(rec['input_planes'][len(rec['input_planes']) // 2])}): "
              f"the network's {rec['predicted_objects']} objects in <b style='color:#c90'>yellow</b>; the {rec['test_objects']} nuclei of the "
              "automatic labels from DAPI, which it is scored against, in <b style='color:#08c'>cyan</b>")
     from skimage.segmentation import relabel_sequential
 
-    truth = relabel_sequential(dapi[:, a:b])[0]
-    left = np.where(np.arange(phase.shape[2])[None, :] < a, dapi, 0)
-    whole = figures.outline_view(phase[len(phase) // 2], np.zeros_like(dapi), reference=left)
-    whole[:, a] = (1.0, 0.25, 1.0)
+    truth = relabel_sequential(dapi[y0:y1, x0:x1])[0]
+    training = np.ones(dapi.shape, bool)
+    training[y0:y1, x0:x1] = False
+    whole = figures.outline_view(phase[len(phase) // 2], np.zeros_like(dapi), reference=np.where(training, dapi, 0))
+    if rows:
+        whole[y0, :] = (1.0, 0.25, 1.0)
+    else:
+        whole[:, x0] = (1.0, 0.25, 1.0)
     split = _img(figures._png(whole), "training and held-out parts")
     return ("<h2>Real phase contrast (bundled sample)</h2>"
             f"<p>{html.escape(rec['crop'])}: a phase-contrast z-stack of primary rodent cortical culture and its DAPI stain "
             f"({html.escape(rec['data'])}). Nuclei labels come from DAPI only; a network learned them from "
-            f"{len(rec['input_planes'])} phase planes ({html.escape(', '.join(rec['input_planes']))}) on the left part "
+            f"{len(rec['input_planes'])} phase planes ({html.escape(', '.join(rec['input_planes']))}) on the training part "
             f"({rec['train_objects']} nuclei, {rec['iterations']} iterations, {rec['seconds']['train']:.0f} s) and segmented the "
-            f"held-out right part. Against the DAPI labels there: <span class='big'>{sc['percent_f_above']:.1f} %</span> of nuclei with "
+            f"held-out part. Against the DAPI labels there: <span class='big'>{sc['percent_f_above']:.1f} %</span> of nuclei with "
             f"F &ge; 0.6, F1@IoU0.5 <span class='big'>{sc['f1']:.2f}</span> ({sc['n_pred']} objects for {sc['n_truth']} nuclei). "
             "A short training on one small field: a demonstration of the path, not of the method's accuracy.</p>"
             + _views_html(plane, net, truth, title)

@@ -313,7 +313,7 @@ def demo_config(folder: Path, size: int = 256, sites: int = 3, times: int = 6, s
 
 #: The demo's real section: planes of the bundled ``isl`` crop used as input, the held-out columns,
 #: and a short training (measured: see README, "Demo").
-REAL_DEMO: dict[str, Any] = {"planes": (2, 6, 10), "test_from_column": 256, "iterations": 150, "max_minutes": 0.75,
+REAL_DEMO: dict[str, Any] = {"planes": (2, 6, 10), "split": "columns", "test_from": 256, "iterations": 150, "max_minutes": 0.75,
                              "crop_size": 128, "seed": 0}
 
 
@@ -342,20 +342,25 @@ def run_real_section(folder: Path, fresh: bool = False, **options: Any) -> dict[
     folder.mkdir(parents=True, exist_ok=True)
     sample = isl_sample(opts["planes"])
     phase, dapi = sample["phase"], sample["dapi"]
-    cut = int(opts["test_from_column"])
+    cut = int(opts["test_from"])
+    h, w = dapi.shape
+    if opts["split"] == "rows":  # training part above, held-out part below
+        train_part, test_part = (slice(0, cut), slice(0, w)), (slice(cut, h), slice(0, w))
+    else:  # training part left, held-out part right
+        train_part, test_part = (slice(0, h), slice(0, cut)), (slice(0, h), slice(cut, w))
     t0 = time.time()
     labels = stainseg.automatic_labels(nuclei=dapi)
     t_labels = time.time() - t0
-    train_labels = relabel_sequential(labels[:, :cut])[0]
-    test_truth = relabel_sequential(labels[:, cut:])[0]
+    train_labels = relabel_sequential(labels[train_part])[0]
+    test_truth = relabel_sequential(labels[test_part])[0]
     names = [f"phase_z{z:02d}" for z in sample["planes"]]
     t0 = time.time()
-    model = stainseg.train([phase[:, :, :cut]], [train_labels], out=folder / "model", iterations=int(opts["iterations"]),
-                           input_channels=names, progress=False, max_minutes=float(opts["max_minutes"]),
+    model = stainseg.train([phase[(slice(None), *train_part)]], [train_labels], out=folder / "model", iterations=int(opts["iterations"]),
+                           input_channels=names, progress=False, max_minutes=None if opts["max_minutes"] is None else float(opts["max_minutes"]),
                            crop_size=int(opts["crop_size"]), seed=int(opts["seed"]))
     t_train = time.time() - t0
     t0 = time.time()
-    predicted = model.segment(phase[:, :, cut:])
+    predicted = model.segment(phase[(slice(None), *test_part)])
     t_segment = time.time() - t0
     scores = stainseg.evaluate(test_truth, predicted)
     write_image(folder / "phase.tif", phase)
@@ -363,10 +368,11 @@ def run_real_section(folder: Path, fresh: bool = False, **options: Any) -> dict[
     write_labels(folder / "network_labels.tif", predicted)
     history = model.history[-1] if getattr(model, "history", None) else {}
     record = {"data": sample["citation"], "crop": "384 x 512 px of the isl field (stainseg/data/isl)",
-              "input_planes": names, "train_columns": [0, cut], "test_columns": [cut, int(phase.shape[2])],
+              "input_planes": names, "split": opts["split"],
+              "train_part": [[sl.start, sl.stop] for sl in train_part], "test_part": [[sl.start, sl.stop] for sl in test_part],
               "train_objects": int(train_labels.max()), "test_objects": int(test_truth.max()), "predicted_objects": int(predicted.max()),
               "iterations": int(history.get("iteration", opts["iterations"])), "planned_iterations": int(opts["iterations"]),
-              "max_minutes": float(opts["max_minutes"]),
+              "max_minutes": opts["max_minutes"],
               "scores": {k: scores[k] for k in ("percent_f_above", "median_f", "f1", "precision", "recall", "n_truth", "n_pred")},
               "seconds": {"labels": round(t_labels, 2), "train": round(t_train, 2), "segment": round(t_segment, 2)}}
     write_json(folder / "result.json", record)
