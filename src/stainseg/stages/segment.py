@@ -154,7 +154,9 @@ def _compute_task(state: dict[str, Any]) -> dict[str, Any]:
             result = model.empty_result(stack, serious, two_pass=False)
             state.update(probability=result["probability"], uncertainty=None, labels=result["labels"], flags=serious, skipped=True)
             return state
-    result = model.run(stack, flags=flags)
+    # only the paper's two-pass tiles give an uncertainty map: asking for it selects them
+    overrides = {"tiling": "tiles", "two_pass": True} if state["task"].get("save_uncertainty") else {}
+    result = model.run(stack, flags=flags, **overrides)
     state.update(probability=result["probability"], uncertainty=result["uncertainty"], labels=result["labels"], flags=result["flags"])
     state["timings"].update(result["timings"])
     return state
