@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image of the model's input channels for the test tensors and cover (default: first image set of the training experiment)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("demo", help="`run` on a synthetic experiment made on the fly (a few minutes on a laptop)")
+    p = sub.add_parser("demo", help="the bundled samples end to end: `run` on a synthetic time-lapse made on the fly and a real phase-contrast section (the isl crop); about 1-3 minutes on 2 cores")
     p.add_argument("-o", "--out", type=Path, default=Path("out/demo"))
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=_cmd_demo)
