@@ -224,7 +224,7 @@ def test_threshold_is_kept_when_the_crops_hold_few_objects():
 
 
 def test_smoothing_in_probability_to_labels_equals_smoothing_first():
-    from stainseg.segment.derive import smooth_probability
+    from stainseg.segment.instances import smooth_probability
     from stainseg.segment.instances import probability_to_labels
 
     lab = nuclei_labels((160, 160), n=12, seed=50)

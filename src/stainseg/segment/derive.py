@@ -9,7 +9,7 @@ tuned on one data set: it follows from the objects the network was taught. Three
 - :func:`calibrate`: threshold, dilation and a ``min_size`` multiplier chosen by the pooled score
   on validation crops against their automatic labels (the score of
   :mod:`stainseg.train.calibrate`: mean of F1@IoU0.5 and the fraction of objects with F >= 0.6),
-  optionally with a Gaussian smoothing of the map scaled to the radius (:func:`smooth_probability`).
+  optionally with a Gaussian smoothing of the map scaled to the radius (:func:`stainseg.segment.instances.smooth_probability`).
 
 Everything here is plain numpy and JSON-ready (ints, floats, lists, str keys).
 """
@@ -20,6 +20,8 @@ import time
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+
+from stainseg.segment.instances import dilate_labels, probability_to_labels, smooth_probability
 
 #: Area percentiles recorded by :func:`object_statistics`.
 PERCENTILES = (1, 5, 10, 25, 50, 75, 95, 99)
@@ -184,32 +186,6 @@ def derived_settings(stats: Mapping[str, Any], foreground_factor: Optional[float
     }
 
 
-def smooth_probability(prob: np.ndarray, sigma: float) -> np.ndarray:
-    """A (K, Y, X) map with its foreground smoothed by a Gaussian of ``sigma`` px (K = 2; 0 = unchanged).
-
-    An under-trained network on phase contrast draws nuclei as pixel-scale flickering blobs
-    (thousands of 1-3 px components above 0.5); smoothing at a fraction of the nucleus radius
-    before the threshold joins them into one object and removes isolated flecks. Only the
-    2-class map is smoothed (the background channel becomes ``1 - foreground``).
-
-    Examples
-    --------
-    >>> p = np.zeros((2, 9, 9), np.float32); p[0] = 1; p[:, 4, 4] = [0.0, 1.0]
-    >>> q = smooth_probability(p, 1.0)
-    >>> bool(q[1, 4, 4] < 0.5), bool(np.allclose(q.sum(0), 1))
-    (True, True)
-    """
-    from scipy import ndimage as ndi
-
-    prob = np.asarray(prob, np.float32)
-    if not sigma or sigma <= 0:
-        return prob
-    if prob.shape[0] != 2:
-        raise ValueError(f"smoothing needs a 2-class (background, foreground) map, got {prob.shape[0]} classes")
-    fg = ndi.gaussian_filter(prob[1], float(sigma), output=np.float32)
-    return np.stack([1.0 - fg, fg])
-
-
 def _size_filter(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Drop objects with fewer than ``min_size`` pixels (labels are not renumbered)."""
     sizes = np.bincount(labels.ravel())
@@ -274,7 +250,7 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         ``threshold``, ``dilation`` (odd), ``min_size_factor`` sequences; missing keys take
         :data:`GRID`. Optional ``smoothing_factor``: Gaussian sigmas, as fractions of the typical
         radius ``base["derived_from"]["radius"]``, applied to the maps first
-        (:func:`smooth_probability`); only then do the settings hold ``smoothing`` (sigma in px),
+        (:func:`stainseg.segment.instances.smooth_probability`); only then do the settings hold ``smoothing`` (sigma in px),
         which ``probability_to_labels`` applies before its threshold.
 
     Returns
@@ -338,7 +314,6 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
 def _grid_rows(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], g: Mapping[str, Sequence],
                keep: Mapping[str, Any], base_min: int, extra: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Score rows of every threshold x min_size factor x dilation on one set of maps (one watershed per threshold)."""
-    from stainseg.segment.instances import dilate_labels, probability_to_labels
 
     rows = []
     for threshold in g["threshold"]:
