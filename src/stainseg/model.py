@@ -449,9 +449,21 @@ class Model:
 
         settings = self._settings(overrides)
         stack = self.arrange(raw, where)
-        t_check = time.perf_counter()
-        flags = list(flags) if flags is not None else self.check(stack) if check else []
-        t_check = time.perf_counter() - t_check
+        t0 = time.perf_counter()
+        if flags is None and check:
+            # the checks (numpy, mostly single-threaded) run on a thread beside the pre-processing, so the
+            # second core does them while the first prepares the image; a blank image wastes that preparation
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(self.check, stack)
+                x = None if is_constant(stack) else prepare(stack, self.preprocessing)
+                t1 = time.perf_counter()
+                flags = pending.result()
+            t_check = time.perf_counter() - t1
+        else:
+            flags, t_check = list(flags or []), 0.0
+            x, t1 = None, t0
         flagged_blank = any(f.code == "blank" for f in flags)
         if is_constant(stack) or (flagged_blank and is_blank(stack)):
             if not flagged_blank:
@@ -459,9 +471,9 @@ class Model:
             result = self.empty_result(stack, flags, settings.two_pass and settings.tiling == "tiles")
             result["timings"]["check_s"] = t_check
             return result
-        t0 = time.perf_counter()
-        x = prepare(stack, self.preprocessing)
-        t1 = time.perf_counter()
+        if x is None:
+            x = prepare(stack, self.preprocessing)
+            t1 = time.perf_counter()
         prob, unc = self.predict_prepared(x, uncertainty=True, progress=progress, **overrides)
         del x
         t2 = time.perf_counter()
