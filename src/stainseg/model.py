@@ -450,6 +450,7 @@ class Model:
         settings = self._settings(overrides)
         stack = self.arrange(raw, where)
         t0 = time.perf_counter()
+        constant = is_constant(stack)
         if flags is None and check:
             # the checks (numpy, mostly single-threaded) run on a thread beside the pre-processing, so the
             # second core does them while the first prepares the image; a blank image wastes that preparation
@@ -457,7 +458,7 @@ class Model:
 
             with ThreadPoolExecutor(1) as pool:
                 pending = pool.submit(self.check, stack)
-                x = None if is_constant(stack) else prepare(stack, self.preprocessing)
+                x = None if constant else prepare(stack, self.preprocessing)
                 t1 = time.perf_counter()
                 flags = pending.result()
             t_check = time.perf_counter() - t1
@@ -465,7 +466,7 @@ class Model:
             flags, t_check = list(flags or []), 0.0
             x, t1 = None, t0
         flagged_blank = any(f.code == "blank" for f in flags)
-        if is_constant(stack) or (flagged_blank and is_blank(stack)):
+        if constant or (flagged_blank and is_blank(stack)):
             if not flagged_blank:
                 flags.insert(0, Flag("blank", f"blank: {FLAG_MEANINGS['blank']}"))
             result = self.empty_result(stack, flags, settings.two_pass and settings.tiling == "tiles")
