@@ -79,6 +79,15 @@ def _check_pair(name: str, truth: np.ndarray, pred: np.ndarray, truth_path: Any 
                             "ground truth")
 
 
+def _percent_range(percents: Iterable[float]) -> dict[str, float | None]:
+    """Min / median / max of the finite per-image percentages (None each when there is none)."""
+    values = np.array(list(percents), dtype=float)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return {"min": None, "median": None, "max": None}
+    return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
+
+
 def _evaluate_items(
     items: Iterable[tuple[str, np.ndarray, np.ndarray]],
     group_by: GroupBy,
@@ -114,20 +123,12 @@ def _evaluate_items(
         members = [n for n in images if groups_of[n] == group]
         summary = pooled_scores([fscores[n] for n in members], [sweeps[n] for n in members],
                                 fscore_threshold, iou_threshold)
-        percents = np.array([images[n]["percent_f_above"] for n in members], dtype=float)
-        percents = percents[np.isfinite(percents)]
         summary["images"] = members
-        summary["per_image_percent_f_above"] = (
-            {"min": float(percents.min()), "median": float(np.median(percents)), "max": float(percents.max())}
-            if percents.size else {"min": None, "median": None, "max": None})
+        summary["per_image_percent_f_above"] = _percent_range(images[n]["percent_f_above"] for n in members)
         del summary["iou_sweep"]
         groups[group] = summary
     overall = pooled_scores(fscores.values(), sweeps.values(), fscore_threshold, iou_threshold)
-    percents = np.array([r["percent_f_above"] for r in images.values()], dtype=float)
-    percents = percents[np.isfinite(percents)]
-    overall["per_image_percent_f_above"] = (
-        {"min": float(percents.min()), "median": float(np.median(percents)), "max": float(percents.max())}
-        if percents.size else {"min": None, "median": None, "max": None})
+    overall["per_image_percent_f_above"] = _percent_range(r["percent_f_above"] for r in images.values())
     return {"overall": overall, "groups": groups, "images": images, "per_object": per_object,
             "fscores": fscores}
 
