@@ -74,21 +74,47 @@ def _tiles(img: np.ndarray, side: int) -> np.ndarray:
     return t.reshape(ny * nx, side, side)
 
 
+def _median_abs(d: np.ndarray) -> float:
+    """Median of ``|d|``; exact and by counting when ``d`` holds integers of a modest range (the
+    usual case: second differences of a camera image), by partial sorting otherwise."""
+    if d.size == 0:
+        return 0.0
+    if d.dtype.kind == "i":
+        a = np.abs(d)
+        top = int(a.max())
+        if top < (1 << 22):
+            cum = np.cumsum(np.bincount(a, minlength=top + 1))
+            n = d.size
+            lo = int(np.searchsorted(cum, (n - 1) // 2, side="right"))  # the ((n-1)//2)-th smallest value
+            hi = int(np.searchsorted(cum, n // 2, side="right"))        # the (n//2)-th
+            return 0.5 * (lo + hi)
+    return float(np.median(np.abs(d)))
+
+
 def _noise_sigma(tiles: np.ndarray, integer: bool) -> float:
     """Robust noise sigma from the MAD of second differences along both axes."""
-    t = tiles.astype(np.float32, copy=False)
+    if integer and tiles.size and int(tiles.max()) < 8192 and int(tiles.min()) >= 0:
+        t = tiles.astype(np.int16, copy=False)   # |second difference| <= 4 x 8191 fits; 12-bit cameras
+    elif integer and tiles.dtype.itemsize <= 2:
+        t = tiles.astype(np.int32, copy=False)
+    else:
+        t = tiles.astype(np.float32, copy=False)
     dx = (t[:, :, :-2] - 2 * t[:, :, 1:-1] + t[:, :, 2:]).ravel()
     dy = (t[:, :-2, :] - 2 * t[:, 1:-1, :] + t[:, 2:, :]).ravel()
     d = np.concatenate([dx, dy])
-    sigma = 1.4826 * float(np.median(np.abs(d))) / math.sqrt(6.0) if d.size else 0.0
+    sigma = 1.4826 * _median_abs(d) / math.sqrt(6.0) if d.size else 0.0
     if integer:  # quantisation: a rounded value carries at least 1/sqrt(12) counts of noise
         sigma = max(sigma, 1.0 / math.sqrt(12.0))
     return sigma
 
 
 def _band_energies(tiles: np.ndarray, sigma: float) -> np.ndarray:
-    """Noise-corrected variance of a Laplacian pyramid (block means) at scales 1, 2, 4, 8, 16 px."""
-    x = tiles.astype(np.float32, copy=False)
+    """Noise-corrected variance of a Laplacian pyramid (block means) at scales 1, 2, 4, 8, 16 px.
+
+    The detail band of a 2 x 2 block-mean step has, per block, ``sum x**2 - 4 mean**2`` as its
+    energy, so its mean square is ``mean(x**2) - mean(coarse**2)``: no up-sampled copy is needed.
+    """
+    x = tiles.astype(np.float64, copy=False)
     out = np.zeros(len(_BANDS))
     for k in range(len(_BANDS)):
         n, h, w = x.shape
@@ -97,9 +123,9 @@ def _band_energies(tiles: np.ndarray, sigma: float) -> np.ndarray:
         h2, w2 = h // 2 * 2, w // 2 * 2
         x = x[:, :h2, :w2]
         coarse = x.reshape(n, h2 // 2, 2, w2 // 2, 2).mean(axis=(2, 4))
-        detail = x - np.repeat(np.repeat(coarse, 2, axis=1), 2, axis=2)
+        detail_power = float(np.einsum("ijk,ijk->", x, x)) / x.size - float(np.einsum("ijk,ijk->", coarse, coarse)) / coarse.size
         noise_var = 0.75 * sigma ** 2 / 4 ** k  # white noise: 3/4 of its variance is in each detail band
-        out[k] = max(float(np.mean(detail.astype(np.float64) ** 2)) - noise_var, 0.0)
+        out[k] = max(detail_power - noise_var, 0.0)
         x = coarse
     return out
 
