@@ -89,12 +89,17 @@ def weighted_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, weights: 
 
 
 def validation_score(model: StainNet, images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
-                     device: torch.device, use_amp: bool, channels_last: bool) -> float:
-    """Mean over validation images of the mean Dice of the non-background classes (argmax prediction).
+                     device: torch.device, use_amp: bool, channels_last: bool,
+                     threshold: Optional[float] = None) -> float:
+    """Mean over validation images of the mean Dice of the non-background classes.
 
     For the 2class head this is the foreground pixel Dice; for 3class the mean of the interior and
-    boundary Dice, so that it rewards separating touching objects too. Cheap: one forward pass
-    per image, no instance segmentation.
+    boundary Dice (argmax prediction), so that it rewards separating touching objects too. Cheap:
+    one forward pass per image, no instance segmentation. ``threshold`` (2class only) scores the
+    foreground probability at the model's operating point instead of the argmax (0.5): with a
+    foreground weight ``f`` in the loss the network's probabilities are shifted up, and
+    segmentation thresholds them at ``f / (1 + f)``; scoring at 0.5 measures a foreground that
+    segmentation never uses, and swings from one validation to the next with it.
 
     Examples
     --------
@@ -116,7 +121,10 @@ def validation_score(model: StainNet, images: Sequence[np.ndarray], targets: Seq
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(device, use_amp):
                 logits = model(x)
-            pred = logits.float().argmax(1)[0].cpu().numpy()
+            if threshold is not None and model.n_classes == 2:
+                pred = (torch.softmax(logits.float(), 1)[0, 1] > threshold).cpu().numpy().astype(np.int64)
+            else:
+                pred = logits.float().argmax(1)[0].cpu().numpy()
             dice = []
             for k in range(1, model.n_classes):
                 p, t = pred == k, target == k
@@ -156,7 +164,10 @@ def _split(n_images: int, fraction: float, rng: np.random.Generator) -> tuple[li
 
 
 VALIDATION_IMAGES, VALIDATION_SIZE = 8, 256
-FEW_IMAGES = 4  # below this many training images, validate on a strip of each instead of whole images
+#: Whole images are held out for validation only when at least this many would be; with fewer training
+#: fields a single held-out field (one cell type, one exposure) would decide early stopping and the kept
+#: weights, so a strip of every field is validated on instead.
+MIN_VALIDATION_FIELDS = 2
 
 
 def _validation_crops(images: list[np.ndarray], targets: list[np.ndarray], count: int, size: int):
@@ -192,7 +203,7 @@ class TrainData:
     >>> lab = np.zeros((64, 64), int); lab[20:40, 20:40] = 1
     >>> data = prepare_data([lab[None].astype(np.float32)] * 5, [lab] * 5, ExperimentConfig(), np.random.default_rng(0))
     >>> len(data.images), len(data.val_images), data.foreground_factor > 1
-    (5, 1, True)
+    (5, 5, True)
     """
 
     images: list[np.ndarray]
@@ -212,9 +223,9 @@ def prepare_data(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg
                  rng: np.random.Generator) -> TrainData:
     """Targets, pixel weights and the train / validation split of prepared images and their labels.
 
-    With at least ``FEW_IMAGES`` images a ``validation_fraction`` of whole images is held out; with
-    fewer, every image is trained on and a strip on the right of each (that fraction wide, at least
-    32 px) is validated on instead. Validation images are centre-cropped to at most 256 x 256 and
+    When a ``validation_fraction`` of the images makes at least ``MIN_VALIDATION_FIELDS`` whole
+    images, they are held out; otherwise every image is trained on and a strip on the right of each
+    (that fraction wide, at least 32 px) is validated on instead. Validation images are centre-cropped to at most 256 x 256 and
     at most 8 are kept, so that validation stays cheap.
 
     Parameters
@@ -237,13 +248,15 @@ def prepare_data(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg
     --------
     >>> import numpy as np
     >>> from stainseg.config import ExperimentConfig
-    >>> labels = [np.zeros((64, 64), int) for _ in range(6)]
+    >>> labels = [np.zeros((64, 64), int) for _ in range(14)]
     >>> for lab in labels:
     ...     lab[10:20, 10:20] = 1
     >>> images = [lab[None].astype(np.float32) for lab in labels]
     >>> data = prepare_data(images, labels, ExperimentConfig(), np.random.default_rng(0))
     >>> len(data.train_idx), len(data.val_idx), data.strips
-    (5, 1, {})
+    (12, 2, {})
+    >>> len(prepare_data(images[:6], labels[:6], ExperimentConfig(), np.random.default_rng(0)).strips)
+    6
     >>> prepare_data(images[:2], labels[:2], ExperimentConfig(), np.random.default_rng(0)).strips
     {0: 32, 1: 32}
     """
@@ -255,7 +268,7 @@ def prepare_data(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg
     val_images: list[np.ndarray] = [images[i] for i in val_idx]
     val_targets: list[np.ndarray] = [targets[i] for i in val_idx]
     strips: dict[int, int] = {}
-    if len(images) < FEW_IMAGES and tcfg.validation_fraction > 0:
+    if tcfg.validation_fraction > 0 and len(val_idx) < MIN_VALIDATION_FIELDS:
         # few images: train on all of them and validate on a strip on the right of each (fraction wide, >= 32 px)
         train_idx, val_images, val_targets = list(range(len(images))), [], []
         for i, image in enumerate(images):
@@ -673,7 +686,8 @@ def train(
             bar.total(state.total)
         if it % sched.eval_every == 0 or it == state.total:
             validated = bool(data.val_images)
-            score = validation_score(model, data.val_images, data.val_targets, device, use_amp, channels_last) if validated else float("nan")
+            score = validation_score(model, data.val_images, data.val_targets, device, use_amp, channels_last,
+                                     threshold=data.foreground_factor / (1.0 + data.foreground_factor)) if validated else float("nan")
             bar.validated(record_validation(state, model, score, lr, sched.patience, validated))
         bar.step(state)
         if it % tcfg.checkpoint_every == 0 or state.stopped_early:
