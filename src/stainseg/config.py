@@ -41,7 +41,8 @@ class ChannelsConfig:
     """Nuclear stain used for the automatic labels."""
     cytoplasm: Optional[str] = None
     """Cytoplasmic / cell-body stain for ``objects = "cells"``; without one, the cell extent comes from the
-    texture of the label-free input channels, seeded by the nuclei (``stainseg.groundtruth.extent``)."""
+    texture of the label-free input channels, seeded by the nuclei (``stainseg.groundtruth.extent``), and
+    ``cell_method = "auto"`` segments cells by a nuclei network plus that extent."""
 
 
 @dataclass
@@ -254,15 +255,21 @@ class ExperimentConfig:
 
     Examples
     --------
-    >>> cfg = ExperimentConfig(objects="cells")
-    >>> cfg.train.preset, cfg.dilation()
-    ('fast', 9)
+    >>> cfg = ExperimentConfig(objects="cells", channels=ChannelsConfig(input=["BF"], nuclei="DNA", cytoplasm="CellTracker"))
+    >>> cfg.train.preset, cfg.cell_route(), cfg.dilation()
+    ('fast', 'network', 9)
     """
 
     name: str = ""
     root: str = ""
     pattern: str = ""
     objects: Literal["cells", "nuclei"] = "nuclei"
+    cell_method: Literal["auto", "network", "nuclei"] = "auto"
+    """How ``objects = "cells"`` are segmented. ``"network"``: the network learns the cell labels (the paper's path);
+    ``"nuclei"``: the network learns the nuclei labels, and each found nucleus is grown into its cell over the
+    texture of the label-free input, by the recipe that made the automatic cell labels
+    (:func:`stainseg.groundtruth.extent.cells_from_nuclei`); needs no ``channels.cytoplasm``. ``"auto"``
+    (default): ``"network"`` with a cytoplasm stain, ``"nuclei"`` without. Ignored for ``objects = "nuclei"``."""
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -304,17 +311,45 @@ class ExperimentConfig:
             path = Path(self.source).parent / path
         return path
 
-    def dilation(self) -> int:
-        """The post-segmentation dilation: configured, else 9 for cells and 3 for nuclei.
+    def cell_route(self) -> Literal["network", "nuclei"]:
+        """What the network learns: ``"network"`` (the objects themselves) or ``"nuclei"`` (cells grown from nuclei).
+
+        ``cell_method = "auto"`` is ``"network"`` with ``channels.cytoplasm`` and ``"nuclei"`` without;
+        ``objects = "nuclei"`` is always ``"network"``. ``"nuclei"`` with a cytoplasm stain is a one-line
+        :class:`StainsegError` (the labels would come from the stain, the segmentation from the texture).
 
         Examples
         --------
-        >>> ExperimentConfig(objects="nuclei").dilation(), ExperimentConfig(objects="cells").dilation()
+        >>> ExperimentConfig(objects="cells").cell_route()            # no cytoplasm stain
+        'nuclei'
+        >>> ExperimentConfig(objects="cells", channels=ChannelsConfig(cytoplasm="CellTracker")).cell_route()
+        'network'
+        >>> ExperimentConfig(objects="cells", cell_method="network").cell_route(), ExperimentConfig().cell_route()
+        ('network', 'network')
+        """
+        if self.objects != "cells":
+            return "network"
+        if self.cell_method == "nuclei" and self.channels.cytoplasm:
+            raise StainsegError("key 'cell_method' = \"nuclei\" grows cells over the label-free texture and cannot use "
+                                "channels.cytoplasm; use \"network\" (or \"auto\") with a cytoplasm stain", self.source)
+        if self.cell_method == "auto":
+            return "network" if self.channels.cytoplasm else "nuclei"
+        return self.cell_method  # type: ignore[return-value]
+
+    def dilation(self) -> int:
+        """The post-segmentation dilation of the network's objects: configured, else 9 for cells and 3 for nuclei
+        (also 3 for cells grown from nuclei: the network segments nuclei, :meth:`cell_route`).
+
+        Examples
+        --------
+        >>> ExperimentConfig(objects="nuclei").dilation(), ExperimentConfig(objects="cells", cell_method="network").dilation()
         (3, 9)
+        >>> ExperimentConfig(objects="cells").dilation()  # no cytoplasm stain: a nuclei network
+        3
         """
         if self.segment.dilation is not None:
             return self.segment.dilation
-        return 9 if self.objects == "cells" else 3
+        return 9 if self.cell_route() == "network" and self.objects == "cells" else 3
 
 
 # --------------------------------------------------------------------------- validation
@@ -430,6 +465,9 @@ def _check_values(cfg: ExperimentConfig, where: str) -> None:
         raise bad("groundtruth.cytoplasm_dilation", "must be >= 1")
     if cfg.groundtruth.nucleus_diameter is not None and cfg.groundtruth.nucleus_diameter <= 0:
         raise bad("groundtruth.nucleus_diameter", "must be > 0")
+    if cfg.objects == "cells" and cfg.cell_method == "nuclei" and cfg.channels.cytoplasm:
+        raise bad("cell_method", "= \"nuclei\" grows cells over the label-free texture and cannot use channels.cytoplasm; "
+                                 "use \"network\" (or \"auto\") with a cytoplasm stain, or remove channels.cytoplasm")
 
 
 def config_from_dict(data: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
