@@ -43,10 +43,15 @@ foreground's outer band changed the HeLa figures by <= 0.3 points up or lost up 
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, segmentation
 
+from stainseg.config import GroundTruthConfig
 from stainseg.errors import StainsegError
 from stainseg.groundtruth.nuclei import fill_holes
 from stainseg.io.images import as_float
@@ -55,6 +60,10 @@ from stainseg.io.images import as_float
 SMOOTHING = 1.0
 #: Gaussian window (px) of the local standard deviation.
 TEXTURE_SIGMA = 2.0
+#: Foreground pieces smaller than this fraction of the field's median nucleus area are dropped.
+MIN_AREA_FRACTION = 0.5
+#: The one method of :class:`CellExtent` (``model.json`` ``cell_extent.method``).
+EXTENT_METHOD = "nuclei+texture"
 
 
 def _planes(label_free: np.ndarray) -> np.ndarray:
@@ -173,7 +182,8 @@ def typical_nucleus_area(nuclei_labels: np.ndarray) -> float:
 
 
 def cells_from_nuclei(label_free: np.ndarray, nuclei_labels: np.ndarray, sigma: float = TEXTURE_SIGMA,
-                      smoothing: float = SMOOTHING, foreground: np.ndarray | None = None) -> np.ndarray:
+                      smoothing: float = SMOOTHING, foreground: np.ndarray | None = None,
+                      min_area_fraction: float = MIN_AREA_FRACTION) -> np.ndarray:
     """Whole cells from nuclei labels and label-free plane(s), without a cytoplasm stain.
 
     Parameters
@@ -186,6 +196,8 @@ def cells_from_nuclei(label_free: np.ndarray, nuclei_labels: np.ndarray, sigma: 
         Texture window and pre-smoothing in pixels (:func:`texture_map`).
     foreground : (Y, X) ndarray of bool, optional
         Use this foreground instead of :func:`texture_foreground` (e.g. to compare with a manual one).
+    min_area_fraction : float
+        Texture foreground pieces smaller than this fraction of the median nucleus area of the field are dropped.
 
     Returns
     -------
@@ -217,7 +229,7 @@ def cells_from_nuclei(label_free: np.ndarray, nuclei_labels: np.ndarray, sigma: 
     if not markers.any():
         return np.zeros(shape, np.int32)
     if foreground is None:
-        foreground = texture_foreground(label_free, int(round(typical_nucleus_area(markers) / 2)), sigma, smoothing)
+        foreground = texture_foreground(label_free, int(round(typical_nucleus_area(markers) * min_area_fraction)), sigma, smoothing)
     elif np.shape(foreground) != shape:
         raise StainsegError(f"foreground has shape {np.shape(foreground)} but the label-free input has {shape}")
     mask = np.asarray(foreground, bool) | (markers > 0)
@@ -226,3 +238,94 @@ def cells_from_nuclei(label_free: np.ndarray, nuclei_labels: np.ndarray, sigma: 
     # a nucleus the watershed could not fully keep (it never does, but cheap to guarantee) stays itself
     cells[markers > 0] = markers[markers > 0]
     return cells
+
+
+@dataclass
+class CellExtent:
+    """The recipe that grows nuclei into whole cells over label-free planes, with its own illumination correction.
+
+    One object makes the automatic cell labels (:func:`stainseg.groundtruth.pipeline.groundtruth_for_set`,
+    with nuclei from the stain) and, stored in ``model.json`` ``cell_extent``, the cells of a model
+    that segments nuclei (``cell_method = "nuclei"``): the same correction and the same parameters,
+    so labels and segmentation cannot differ in how a nucleus becomes a cell.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> phase = 100 + rng.normal(0, 1, (80, 120))
+    >>> phase[10:70, 10:110] += rng.normal(0, 25, (60, 100))
+    >>> nuclei = np.zeros((80, 120), np.int32)
+    >>> nuclei[35:45, 25:35], nuclei[35:45, 85:95] = 1, 2
+    >>> extent = CellExtent(illumination="none")
+    >>> cells = extent.cells(phase, nuclei)
+    >>> int(cells[40, 20]), int(cells[40, 100]), int(cells[2, 2])
+    (1, 2, 0)
+    >>> CellExtent.from_dict(extent.to_dict()) == extent
+    True
+    """
+
+    method: str = EXTENT_METHOD
+    """``"nuclei+texture"``: seeded watershed of the distance to the nuclei inside the texture foreground."""
+    illumination: Literal["spline", "none"] = "spline"
+    """Each label-free plane divided by its own iterative spline background fit first, or used as it is."""
+    spline_grid: int = 5
+    spline_iterations: int = 5
+    sigma: float = TEXTURE_SIGMA
+    """Gaussian window (px) of the local standard deviation (:func:`texture_map`)."""
+    smoothing: float = SMOOTHING
+    """Gaussian pre-smoothing (px) of each plane (:func:`texture_map`)."""
+    min_area_fraction: float = MIN_AREA_FRACTION
+    """Foreground pieces below this fraction of the field's median nucleus area are dropped."""
+
+    @classmethod
+    def for_groundtruth(cls, cfg: GroundTruthConfig | None = None) -> "CellExtent":
+        """The recipe of the automatic cell labels of ``[groundtruth]`` (spline correction unless illumination is ``"none"``;
+        plate functions exist only for the stains, so ``"plate"`` fits each label-free plane too).
+
+        Examples
+        --------
+        >>> CellExtent.for_groundtruth(GroundTruthConfig(illumination="plate")).illumination
+        'spline'
+        """
+        cfg = cfg or GroundTruthConfig()
+        return cls(illumination="none" if cfg.illumination == "none" else "spline", spline_grid=int(cfg.spline_grid),
+                   spline_iterations=int(cfg.spline_iterations))
+
+    def correct(self, label_free: np.ndarray) -> np.ndarray:
+        """The label-free planes as (C, Y, X) float32, each corrected by its own spline background fit (unless ``"none"``).
+
+        Examples
+        --------
+        >>> CellExtent().correct(np.full((40, 50), 7.0)).shape
+        (1, 40, 50)
+        """
+        planes = _planes(label_free)
+        if self.illumination == "none":
+            return planes
+        from stainseg.groundtruth.illumination import correct_illumination
+
+        return correct_illumination(planes, self.spline_grid, self.spline_iterations)[0]
+
+    def grow(self, planes: np.ndarray, nuclei_labels: np.ndarray) -> np.ndarray:
+        """Cells from already corrected planes (:meth:`correct`) and nuclei labels (:func:`cells_from_nuclei`)."""
+        return cells_from_nuclei(planes, nuclei_labels, self.sigma, self.smoothing, min_area_fraction=self.min_area_fraction)
+
+    def cells(self, label_free: np.ndarray, nuclei_labels: np.ndarray) -> np.ndarray:
+        """Cells from raw label-free planes and nuclei labels: :meth:`correct`, then :meth:`grow`."""
+        return self.grow(self.correct(label_free), nuclei_labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for ``model.json``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: Any = None) -> "CellExtent":
+        """Inverse of :meth:`to_dict`; an unknown method or key is a one-line :class:`StainsegError` naming ``where``."""
+        if not isinstance(data, dict):
+            raise StainsegError(f"cell_extent must be a table of settings, got {data!r}", where)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown or data.get("method", EXTENT_METHOD) != EXTENT_METHOD:
+            what = f"setting {unknown[0]!r}" if unknown else f"method {data.get('method')!r}"
+            raise StainsegError(f"cell_extent has an unknown {what} (written by a newer stainseg?); upgrade stainseg or retrain", where)
+        return cls(**data)

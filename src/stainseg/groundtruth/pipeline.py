@@ -10,7 +10,7 @@ import numpy as np
 from stainseg.config import GroundTruthConfig
 from stainseg.errors import StainsegError
 from stainseg.groundtruth.cells import segment_cells
-from stainseg.groundtruth.extent import cells_from_nuclei
+from stainseg.groundtruth.extent import CellExtent
 from stainseg.groundtruth.illumination import apply_field, correct_illumination
 from stainseg.groundtruth.nuclei import project_z, segment_nuclei
 from stainseg.groundtruth.qc import qc_metrics
@@ -68,9 +68,10 @@ def groundtruth_for_set(stains: Mapping[str, np.ndarray], nuclei_channel: str, c
     label_free : (C, Y, X) or (Y, X) ndarray, optional
         The raw label-free input planes (phase contrast, bright-field, focal planes) of the same
         field. With ``objects="cells"`` and no cytoplasm channel, the cell extent comes from their
-        texture (:func:`stainseg.groundtruth.extent.cells_from_nuclei`); each plane is
-        illumination-corrected by its own spline fit unless ``cfg.illumination == "none"``
-        (plate functions exist only for the stains).
+        texture by the recipe :meth:`CellExtent.for_groundtruth` of ``cfg`` (each plane
+        illumination-corrected by its own spline fit unless ``cfg.illumination == "none"``; plate
+        functions exist only for the stains): a model with ``cell_method = "nuclei"`` stores that
+        recipe and grows its cells by it.
 
     Returns
     -------
@@ -81,7 +82,7 @@ def groundtruth_for_set(stains: Mapping[str, np.ndarray], nuclei_channel: str, c
     extras : dict
         ``corrected``: channel -> corrected, projected (Y, X) float32 stain (for previews);
         ``nuclei``: the nuclei labels; ``label_free``: the corrected, mean-projected label-free
-        plane when the cells came from it.
+        plane when the cells came from it, and ``cell_extent``: the :class:`CellExtent` that grew them.
     """
     cfg = cfg or GroundTruthConfig()
     if objects not in ("nuclei", "cells"):
@@ -107,8 +108,9 @@ def groundtruth_for_set(stains: Mapping[str, np.ndarray], nuclei_channel: str, c
                             exclude_border=cfg.exclude_border)
     extras: dict[str, Any] = {"corrected": corrected, "nuclei": nuclei}
     if from_texture:
+        extent = extras["cell_extent"] = CellExtent.for_groundtruth(cfg)
         planes = _label_free_planes(label_free, cfg, nuclei.shape)
-        labels = cells_from_nuclei(planes, nuclei)
+        labels = extent.grow(planes, nuclei)
         source = extras["label_free"] = project_z(planes)
     elif objects == "cells":
         labels = segment_cells(corrected[cytoplasm_channel], nuclei, cfg.cytoplasm_dilation)
@@ -127,9 +129,7 @@ def _label_free_planes(label_free: np.ndarray, cfg: GroundTruthConfig, shape: tu
     if planes.shape[-2:] != tuple(shape):
         raise StainsegError(f"label-free input is {planes.shape[-2]} x {planes.shape[-1]} pixels but the nuclear stain "
                             f"is {shape[0]} x {shape[1]}; they must image the same field")
-    if cfg.illumination == "none":
-        return planes
-    return correct_illumination(planes, cfg.spline_grid, cfg.spline_iterations)[0]
+    return CellExtent.for_groundtruth(cfg).correct(planes)
 
 
 def preview_png(path: str | Path, image: np.ndarray, labels: np.ndarray, colour: tuple[float, float, float] = (1.0, 0.9, 0.0)) -> Path:
