@@ -5,6 +5,8 @@
     import stainseg
     labels = stainseg.automatic_labels(nuclei=stain)
     model  = stainseg.train(images, label_images, out="MODEL", iterations=500)   # -> stainseg.Model
+    # whole cells from a nuclear stain alone: cell labels + nuclei labels; the model finds nuclei, grows cells
+    model  = stainseg.train(images, cell_labels, objects="cells", nuclei=nuclei_labels, out="MODEL")
     cells  = stainseg.Model.load("MODEL").segment(image)
     scores = stainseg.evaluate(truth, cells)
 
@@ -79,7 +81,7 @@ def automatic_labels(nuclei: np.ndarray, cytoplasm: Optional[np.ndarray] = None,
 
 def train(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], out: Optional[str | Path] = None, iterations: Optional[int] = None,
           objects: str = "nuclei", input_channels: Optional[Sequence[str]] = None, cfg: Any = None,
-          progress: bool = True, **train_options: Any) -> Model:
+          progress: bool = True, nuclei: Optional[Sequence[np.ndarray]] = None, **train_options: Any) -> Model:
     """Train a model on images and their (automatic) labels; returns the calibrated :class:`Model`.
 
     The images are prepared by :meth:`Model.prepare`, the very step segmentation uses; after
@@ -97,12 +99,20 @@ def train(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], out: Optio
     iterations : int, optional
         Training iterations (default: the ``fast`` preset's 1000).
     objects : {"nuclei", "cells"}
+        Ignored when ``cfg`` is given (its ``objects`` counts).
     input_channels : sequence of str, optional
         Names of the input channels (default ``channel0`` ...).
     cfg : ExperimentConfig, optional
         All settings; ``iterations`` and ``train_options`` override its ``[train]`` keys.
     progress : bool
         Show a progress bar.
+    nuclei : sequence of ndarray, optional
+        For ``objects="cells"``: the nuclei labels of each image (e.g. ``automatic_labels(nuclei=stain)``
+        beside ``automatic_labels(nuclei=stain, objects="cells", label_free=image)``). With them the
+        network learns the nuclei and the model grows each into its cell over the label-free image by
+        the recipe of the automatic cell labels (``cell_method = "nuclei"``, the default without a
+        cytoplasm stain; on real phase contrast far better than a network learning the cells). Without
+        them, ``cell_method = "auto"`` trains a network on the cell labels themselves.
     **train_options
         Any ``[train]`` key (``seed``, ``crop_size``, ``max_minutes`` ...).
 
@@ -124,6 +134,8 @@ def train(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], out: Optio
     import copy
 
     cfg = copy.deepcopy(cfg) if cfg is not None else ExperimentConfig(objects=objects)  # type: ignore[arg-type]
+    if cfg.objects == "cells" and cfg.cell_method == "auto" and nuclei is None:
+        cfg.cell_method = "network"  # only the cell labels are given: the network learns them
     if iterations is not None:
         train_options["iterations"] = iterations
     for key, value in train_options.items():
@@ -136,7 +148,8 @@ def train(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], out: Optio
     names = list(input_channels) if input_channels else None
     with tempfile.TemporaryDirectory(prefix="stainseg-train-") as tmp:
         folder = Path(out) if out is not None else Path(tmp) / "model"  # in memory only: checkpoints in a temp folder
-        model = fit_model(raws, [np.asarray(lab) for lab in labels], cfg, folder, input_channels=names, progress=progress)
+        model = fit_model(raws, [np.asarray(lab) for lab in labels], cfg, folder, input_channels=names, progress=progress,
+                          nuclei=None if nuclei is None else [np.asarray(lab) for lab in nuclei])
     if model is None:
         raise StainsegError("training stopped before the end; no model was made")
     if out is None:

@@ -114,6 +114,11 @@ class Model:
     reference : dict, optional
         Quality statistics of the training images and labels (:func:`stainseg.quality.reference_statistics`):
         new images are checked against them and flagged in words.
+    cell_extent : CellExtent or dict, optional
+        Set for ``objects = "cells"`` made from nuclei (``cell_method = "nuclei"``): the network segments
+        nuclei, and :meth:`run` grows each into its cell over the label-free planes by this
+        :class:`stainseg.groundtruth.extent.CellExtent` (the recipe of the automatic cell labels,
+        illumination correction included). None: the network segments the objects themselves.
     """
 
     def __init__(self, network: Any, input_channels: Sequence[str], objects: str = "nuclei",
@@ -121,7 +126,7 @@ class Model:
                  derived: Optional[dict[str, Any]] = None, info: Optional[dict[str, Any]] = None,
                  experiment: Optional[ExperimentConfig] = None, history: Optional[list[dict[str, Any]]] = None,
                  path: Optional[Path] = None, plane_names: Optional[Sequence[str]] = None,
-                 reference: Optional[dict[str, Any]] = None) -> None:
+                 reference: Optional[dict[str, Any]] = None, cell_extent: Any = None) -> None:
         self._network = network
         self.onnx_file: Optional[Path] = None
         """``MODEL/model.onnx`` of the folder this model was loaded from or saved to (None: none, or the network changed since)."""
@@ -144,6 +149,13 @@ class Model:
         self.history = list(history or [])
         self.path = path
         self.reference = reference
+        self.cell_extent: Any = None
+        if cell_extent is not None:
+            from stainseg.groundtruth.extent import CellExtent
+
+            self.cell_extent = cell_extent if isinstance(cell_extent, CellExtent) else CellExtent.from_dict(cell_extent, path)
+            if objects != "cells":
+                raise StainsegError(f"a cell extent grows nuclei into cells, but the model's objects are {objects!r}", path)
         self._predictor: Any = None
         self._predictor_key: Any = None
 
@@ -194,7 +206,7 @@ class Model:
         model = cls(stored.network, stored.input_channels, objects=stored.objects, preprocessing=stored.preprocessing,
                     segment=stored.segment_settings, derived=stored.derived, info=stored.info,
                     experiment=stored.experiment, history=stored.history, path=stored.path,
-                    plane_names=stored.plane_names, reference=stored.reference)
+                    plane_names=stored.plane_names, reference=stored.reference, cell_extent=stored.cell_extent)
         model.onnx_file = stored.onnx_file
         return model
 
@@ -219,7 +231,8 @@ class Model:
 
         stored = StoredModel(self.network, self.input_channels, self.objects, self.preprocessing, self.segment_settings,
                              derived=self.derived, info=self.info, history=self.history, plane_names=self.plane_names,
-                             reference=self.reference, experiment=self.experiment)
+                             reference=self.reference, experiment=self.experiment,
+                             cell_extent=None if self.cell_extent is None else self.cell_extent.to_dict())
         self.path = write_model_dir(stored, path, onnx=onnx)
         onnx_file = self.path / ONNX_FILE
         self.onnx_file = onnx_file if onnx_file.is_file() else None
@@ -257,11 +270,22 @@ class Model:
         return self._network.cfg
 
     @property
+    def network_objects(self) -> str:
+        """What the network segments: ``"nuclei"`` for cells grown from nuclei (:attr:`cell_extent`), else :attr:`objects`.
+
+        Examples
+        --------
+        >>> Model.new(["phase"], objects="cells").network_objects
+        'cells'
+        """
+        return "nuclei" if self.cell_extent is not None else self.objects
+
+    @property
     def dilation(self) -> int:
-        """The post-segmentation dilation: set or calibrated, else the paper's 9 (cells) or 3 (nuclei)."""
+        """The post-segmentation dilation of the network's objects: set or calibrated, else the paper's 9 (cells) or 3 (nuclei)."""
         if self.segment_settings.dilation is not None:
             return int(self.segment_settings.dilation)
-        return 9 if self.objects == "cells" else 3
+        return 9 if self.network_objects == "cells" else 3
 
     def instance_options(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments of :func:`stainseg.segment.instances.probability_to_labels` (dilation included)."""
@@ -272,14 +296,27 @@ class Model:
         return options
 
     def describe(self) -> str:
-        """One line: objects, inputs, tile size.
+        """One line: objects (and how cells are made), inputs, tiling.
 
         Examples
         --------
         >>> Model.new(["DNA"]).describe()
-        'nuclei from 1 input(s): DNA; tile 240'
+        'nuclei from 1 input(s): DNA; overlapping tiles of up to 1152 px'
+        >>> from stainseg.groundtruth.extent import CellExtent
+        >>> model = Model.new(["phase"], objects="cells")
+        >>> model.cell_extent = CellExtent()
+        >>> model.describe()
+        'cells via nuclei (nuclei network, cells grown over the label-free texture) from 1 input(s): phase; overlapping tiles of up to 1152 px'
         """
-        return f"{self.objects} from {self.in_channels} input(s): {', '.join(self.plane_names)}; tile {self.segment_settings.tile_size}"
+        s = self.segment_settings
+        if s.tiling == "overlap":
+            tiling = f"overlapping tiles of up to {s.overlap_tile} px"
+        else:
+            tiling = f"tiles of {s.tile_size} px{', two passes' if s.two_pass else ''}"
+        what = self.objects
+        if self.cell_extent is not None:
+            what = "cells via nuclei (nuclei network, cells grown over the label-free texture)"
+        return f"{what} from {self.in_channels} input(s): {', '.join(self.plane_names)}; {tiling}"
 
     # ------------------------------------------------------------------ preprocessing
     def arrange(self, raw: Any, where: str | Path | None = None) -> np.ndarray:
@@ -431,13 +468,21 @@ class Model:
         prob = np.zeros((self.n_classes,) + shape, np.float32)
         prob[0] = 1.0
         two_pass = self.segment_settings.two_pass if two_pass is None else two_pass
-        return {"labels": np.zeros(shape, np.uint16), "probability": prob, "stack": stack, "flags": flags,
-                "uncertainty": np.zeros(shape, np.float32) if two_pass else None,
-                "timings": {"check_s": 0.0, "preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}}
+        result = {"labels": np.zeros(shape, np.uint16), "probability": prob, "stack": stack, "flags": flags,
+                  "uncertainty": np.zeros(shape, np.float32) if two_pass else None,
+                  "timings": {"check_s": 0.0, "preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}}
+        if self.cell_extent is not None:
+            result["nuclei"] = np.zeros(shape, np.uint16)
+        return result
 
     def run(self, raw: Any, where: str | Path | None = None, progress: Optional[Callable[[int], None]] = None,
             check: bool = True, flags: Optional[list[Any]] = None, **overrides: Any) -> dict[str, Any]:
         """Segment raw planes and return everything: ``labels``, ``probability``, ``uncertainty``, ``timings``, ``flags``.
+
+        A model of cells grown from nuclei (:attr:`cell_extent`) segments the nuclei with the network
+        (returned as ``nuclei``; ``probability`` is theirs), then grows each into its cell over the
+        label-free planes by the recipe of the automatic cell labels (``labels``: cell ``k`` holds
+        nucleus ``k``); the object checks compare those cells with the training cells.
 
         ``flags`` are :class:`stainseg.quality.Flag` s (a code and a reason in words) for an image or
         a result unlike the training data; pass the image's flags when :meth:`check` already made
@@ -479,13 +524,20 @@ class Model:
         del x
         t2 = time.perf_counter()
         labels = probability_to_labels(prob, **self.instance_options(**overrides))
+        nuclei = None
+        if self.cell_extent is not None:
+            nuclei = labels
+            labels = self.cell_extent.cells(stack, nuclei).astype(nuclei.dtype, copy=False)
         if check and self.reference and self.reference.get("objects"):
             from stainseg.quality import check_objects
 
             flags += check_objects(labels, self.reference)
         t3 = time.perf_counter()
-        return {"labels": labels, "probability": prob, "uncertainty": unc, "stack": stack, "flags": flags,
-                "timings": {"check_s": t_check, "preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}}
+        result = {"labels": labels, "probability": prob, "uncertainty": unc, "stack": stack, "flags": flags,
+                  "timings": {"check_s": t_check, "preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}}
+        if nuclei is not None:
+            result["nuclei"] = nuclei
+        return result
 
     def segment(self, raw: Any, **overrides: Any) -> np.ndarray:
         """Instance labels (Y, X) of raw planes: what ``stainseg segment MODEL image.tif`` writes.
@@ -518,7 +570,8 @@ class Model:
         images : sequence
             Raw planes (or prepared network inputs when ``prepared``), e.g. the validation crops.
         labels : sequence of ndarray
-            Their automatic instance labels.
+            Their automatic instance labels of the network's objects (:attr:`network_objects`: the nuclei
+            for a model of cells grown from nuclei).
         dilation : bool
             Calibrate the dilation too (False keeps a dilation set in the config).
         statistics : dict, optional
@@ -556,7 +609,7 @@ class Model:
         self.derived = {"objects": stats, "derived": base}
         summary = {"images": len(labels), "objects": record["objects"], "threshold_fixed": record["threshold_fixed"],
                    "settings": chosen, "score": record["score"], "seconds": record["seconds"],
-                   "paper_dilation": 9 if self.objects == "cells" else 3}
+                   "paper_dilation": 9 if self.network_objects == "cells" else 3}
         self.info["calibration"] = summary
         return summary
 

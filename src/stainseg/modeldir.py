@@ -8,7 +8,10 @@ Files (all written atomically)::
     MODEL/model.json       the model's own settings, each stored once: format version, objects, input
                            channels, network, preprocessing with the normalisation statistics of the
                            training images, segmentation settings, settings derived from the training
-                           labels, training facts (calibration, quality reference, ...), versions
+                           labels, training facts (calibration, quality reference, ...), versions; for
+                           cells grown from the nuclei the network finds (``cell_method = "nuclei"``),
+                           ``cell_extent``: the recipe and its parameters (folders without it segment
+                           the network's objects, as before)
     MODEL/flat_field.npy   (C, Y, X) flat fields of the training images (when they have one size), used instead of
                            the per-image spline fit when the user says the illumination is constant
     MODEL/experiment.toml  provenance: the experiment the model was trained on (loading never reads it)
@@ -59,7 +62,9 @@ class StoredModel:
 
     ``network`` is a :class:`stainseg.network.StainNet` (or, read for ONNX Runtime, a
     :class:`LazyNetwork`); the other fields are the settings of ``model.json``, the history and the
-    provenance record. ``path`` and ``onnx_file`` are set when read from a folder.
+    provenance record. ``path`` and ``onnx_file`` are set when read from a folder. ``cell_extent`` (plain
+    values of :class:`stainseg.groundtruth.extent.CellExtent`, or None) says that the network segments nuclei
+    and how they are grown into the cells the model outputs.
 
     Examples
     --------
@@ -88,6 +93,7 @@ class StoredModel:
     experiment: Optional[ExperimentConfig] = None
     path: Optional[Path] = None
     onnx_file: Optional[Path] = None
+    cell_extent: Optional[dict[str, Any]] = None
 
     @property
     def in_channels(self) -> int:
@@ -138,9 +144,11 @@ def _history_plot(path: Path, history: Sequence[dict[str, Any]]) -> None:
 def _settings(model: StoredModel) -> dict[str, Any]:
     import torch
 
+    extent = {"cell_extent": dict(model.cell_extent)} if model.cell_extent is not None else {}
     return {
         "format_version": FORMAT_VERSION,
         "objects": model.objects,
+        **extent,
         "input_channels": list(model.input_channels),
         "plane_names": list(model.plane_names),
         "in_channels": model.in_channels,
@@ -385,4 +393,5 @@ def read_model_dir(model_dir: str | Path, engine: str | None = None, device: str
     return StoredModel(network, list(settings["input_channels"]), settings["objects"], preprocessing, segment,
                        derived=settings.get("derived", {}), info=settings.get("training", {}), history=history,
                        plane_names=settings.get("plane_names"), reference=settings.get("quality"),
-                       experiment=experiment, path=model_dir, onnx_file=onnx_path if onnx_path.is_file() else None)
+                       experiment=experiment, path=model_dir, onnx_file=onnx_path if onnx_path.is_file() else None,
+                       cell_extent=settings.get("cell_extent"))

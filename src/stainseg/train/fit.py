@@ -5,12 +5,20 @@ the raw images, every image is prepared by :meth:`Model.prepare` (so training an
 share one preprocessing by construction), the loop trains the network, the settings of the
 instance step are derived from the labels and calibrated on the validation crops, and the folder
 is written once.
+
+Cells grown from nuclei (``cell_method = "nuclei"``, the default for ``objects = "cells"`` without a
+cytoplasm stain) train exactly as a nuclei model: the nuclei labels are the targets and calibrate the
+instance step; the model then records the cell extent recipe of the automatic cell labels
+(:meth:`stainseg.groundtruth.extent.CellExtent.for_groundtruth`) and the quality reference of the
+cell labels, which are what it outputs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+import copy
 
 import numpy as np
 
@@ -34,7 +42,7 @@ def validation_pairs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
 def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: ExperimentConfig, out: str | Path,
               input_channels: Optional[Sequence[str]] = None, plane_names: Optional[Sequence[str]] = None, resume: bool = False, progress: bool = True,
               stop_after: Optional[int] = None, facts: Optional[dict[str, Any]] = None,
-              calibrate: bool = True) -> Optional[Model]:
+              calibrate: bool = True, nuclei: Optional[Sequence[np.ndarray]] = None) -> Optional[Model]:
     """Train a model on raw images and their automatic labels, calibrate it, save it to ``out``.
 
     Parameters
@@ -42,9 +50,10 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
     raws : sequence
         Raw input planes of each training image ((Y, X) or (C, Y, X), any dtype).
     labels : sequence of ndarray (Y, X)
-        Instance labels of each image.
+        Instance labels of each image: the objects the model is to output.
     cfg : ExperimentConfig
-        ``[train]``, ``[model]``, ``[preprocess]``, ``[segment]`` and the illumination settings.
+        ``[train]``, ``[model]``, ``[preprocess]``, ``[segment]``, the illumination settings and
+        ``objects`` / ``cell_method`` (:meth:`ExperimentConfig.cell_route`).
     out : str or Path
         The model folder (``checkpoint.pt`` while training).
     input_channels : sequence of str, optional
@@ -59,6 +68,9 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
         Derive the instance settings from all training labels (sizes) and the loss's foreground
         weight (threshold), then calibrate them on the validation crops (a dilation set in
         ``[segment]`` is kept).
+    nuclei : sequence of ndarray (Y, X), optional
+        The nuclei labels of each image, required when ``cfg.cell_route()`` is ``"nuclei"`` (and only
+        then): the network learns them, and ``labels`` (the cells) give the quality reference.
 
     Returns
     -------
@@ -75,10 +87,32 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
     planes = list(plane_names) if plane_names is not None and len(plane_names) == n_in else None
     if planes is None and len(names) != n_in:
         planes = [f"in{i}" for i in range(n_in)]
-    model = Model.new(names, objects=cfg.objects, cfg=cfg, plane_names=planes)
-    model.fit_statistics(raws, labels)
+    route = cfg.cell_route()
+    targets = list(labels)
+    net_cfg = cfg
+    if route == "nuclei":
+        if nuclei is None:
+            raise StainsegError("objects = \"cells\" with cell_method \"nuclei\" trains on the nuclei labels; give them "
+                                "(nuclei=, e.g. stainseg.automatic_labels(nuclei=stain)) or set cell_method = \"network\"")
+        targets = [np.asarray(lab) for lab in nuclei]
+        if len(targets) != len(labels) or any(n.shape != np.shape(c) for n, c in zip(targets, labels)):
+            raise StainsegError(f"{len(targets)} nuclei label images for {len(labels)} cell label images; give one of the same "
+                                "size per training image")
+        net_cfg = copy.deepcopy(cfg)
+        net_cfg.objects = "nuclei"  # the network is a nuclei network in every respect
+    elif nuclei is not None:
+        raise StainsegError(f"nuclei labels are used only for objects = \"cells\" with cell_method \"nuclei\" (this is "
+                            f"objects = {cfg.objects!r}, cell_method {cfg.cell_method!r}); leave them out")
+    model = Model.new(names, cfg=net_cfg, plane_names=planes)
+    if route == "nuclei":
+        from stainseg.groundtruth.extent import CellExtent
+
+        model.objects = "cells"
+        model.cell_extent = CellExtent.for_groundtruth(cfg.groundtruth)
+        model.experiment = copy.deepcopy(cfg) if cfg.root else None
+    model.fit_statistics(raws, labels)  # the quality reference: the objects the model outputs
     images = [model.prepare(raw, f"training image {i}") for i, raw in enumerate(raws)]
-    result = train(images, labels, cfg, out, resume=resume, progress=progress, stop_after=stop_after)
+    result = train(images, targets, net_cfg, out, resume=resume, progress=progress, stop_after=stop_after)
     if result is None or result.info.get("rank", 0) != 0:
         return None
     model.network = result.network
@@ -86,13 +120,13 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
     model.info.update(result.info)
     model.info.update(facts or {})
     if calibrate:
-        val_images, val_labels = validation_pairs(images, labels, result.info)
+        val_images, val_labels = validation_pairs(images, targets, result.info)
         if any(lab.any() for lab in val_labels):
             from stainseg.segment.derive import object_statistics
 
             factor = result.info.get("foreground_factor")
             record = model.calibrate(val_images, val_labels, prepared=True, dilation=cfg.segment.dilation is None,
-                                     statistics=object_statistics(labels),
+                                     statistics=object_statistics(targets),
                                      foreground_factor=float(factor) if isinstance(factor, (int, float)) else None)
             if progress:
                 s = record["settings"]
