@@ -1,7 +1,9 @@
 """`stainseg groundtruth`: automatic labels for every end-point image set of an experiment.
 
 Writes ``OUT/labels/<image set>.tif``, ``OUT/index.csv``, ``OUT/qc.csv``, ``OUT/run.json`` and,
-with ``preview``, ``OUT/previews/<image set>.png``. Image sets whose label file and record are
+with ``preview``, ``OUT/previews/<image set>.png``. Cells made without a cytoplasm stain (from the
+nuclei and the label-free texture) also keep their nuclei in ``OUT/nuclei/<image set>.tif``: a model
+with ``cell_method = "nuclei"`` learns those. Image sets whose label file and record are
 complete are not redone (a killed run continues where it stopped).
 """
 
@@ -48,6 +50,26 @@ def stain_channels(cfg: ExperimentConfig) -> list[str]:
     return [c for c in chans if c]
 
 
+def keeps_nuclei(cfg: ExperimentConfig) -> bool:
+    """True when the labels are cells grown from the nuclei over the label-free texture (no cytoplasm stain):
+    the nuclei are then written too (``OUT/nuclei/``), for ``cell_method = "nuclei"``.
+
+    Examples
+    --------
+    >>> from stainseg.config import ChannelsConfig
+    >>> keeps_nuclei(ExperimentConfig(objects="cells")), keeps_nuclei(ExperimentConfig(objects="nuclei"))
+    (True, False)
+    >>> keeps_nuclei(ExperimentConfig(objects="cells", channels=ChannelsConfig(cytoplasm="CellTracker")))
+    False
+    """
+    return cfg.objects == "cells" and not cfg.channels.cytoplasm
+
+
+def nuclei_path(gt_dir: str | Path, image_set: str) -> Path:
+    """Where a ground-truth folder keeps the nuclei of an image set whose labels are cells grown from them."""
+    return Path(gt_dir) / "nuclei" / f"{image_set}.tif"
+
+
 def _plate_fields(cfg: ExperimentConfig, sets: list[ImageSet]) -> dict[str, np.ndarray]:
     """One illumination function per stain channel from all end-point sets (CellProfiler's plate median)."""
     from stainseg.groundtruth.illumination import plate_illumination
@@ -73,17 +95,21 @@ def _gt_task(task: dict[str, Any]) -> dict[str, Any]:
     iset = ImageSet(fields=task["fields"], channels={k: [Path(p) for p in v] for k, v in task["channels"].items()})
     label_path = Path(task["label_path"])
     record_path = Path(task["record_path"])
-    if label_path.exists() and record_path.exists() and not task["force"]:
+    nuclei_file = Path(task["nuclei_path"]) if task.get("nuclei_path") else None
+    done = label_path.exists() and record_path.exists() and (nuclei_file is None or nuclei_file.exists())
+    if done and not task["force"]:
         return json.loads(record_path.read_text())
     stains = {ch: iset.load(ch) for ch in stain_channels(cfg)}
     plate = {ch: np.load(path) for ch, path in (task.get("plate_fields") or {}).items()}
     # cells without a cytoplasm stain: their extent comes from the label-free input channels
-    label_free = iset.load_stack(cfg.channels.input) if cfg.objects == "cells" and not cfg.channels.cytoplasm else None
+    label_free = iset.load_stack(cfg.channels.input) if keeps_nuclei(cfg) else None
     try:
         labels, qc, extras = groundtruth_for_set(stains, cfg.channels.nuclei, cfg.channels.cytoplasm, cfg.objects,
                                                  cfg.groundtruth, plate_fields=plate or None, label_free=label_free)
     except StainsegError as exc:
         raise StainsegError(f"image set {iset.name}: {exc}", iset.files(cfg.channels.nuclei)[0]) from None
+    if nuclei_file is not None:
+        write_labels(nuclei_file, extras["nuclei"])  # before the cells: a set is done when its label file exists
     write_labels(label_path, labels)
     if task["preview_path"]:
         corrected = extras.get("corrected", {})
@@ -112,7 +138,7 @@ def run_groundtruth(cfg: ExperimentConfig, out: str | Path, preview: bool = Fals
 
     out = Path(out)
     with folder_lock(out, "stainseg groundtruth"):
-        for sub in ("", "labels", "records", "previews"):
+        for sub in ("", "labels", "records", "previews", "nuclei"):
             remove_stale_temps(out / sub)
         return _run_groundtruth(cfg, out, preview=preview, force=force, workers=workers, scheduler=scheduler, progress=progress)
 
@@ -135,6 +161,8 @@ def _run_groundtruth(cfg: ExperimentConfig, out: Path, preview: bool, force: boo
             plate[ch] = str(out.resolve() / "illumination" / f"{ch}.npy")
     (out / "labels").mkdir(parents=True, exist_ok=True)
     (out / "records").mkdir(parents=True, exist_ok=True)
+    if keeps_nuclei(cfg):
+        (out / "nuclei").mkdir(parents=True, exist_ok=True)
     cfg_dict = config_to_dict(cfg)
     cfg_dict["root"] = str(cfg.root_path.resolve())
     tasks = [{
@@ -142,6 +170,7 @@ def _run_groundtruth(cfg: ExperimentConfig, out: Path, preview: bool, force: boo
         "channels": {k: [str(p.resolve()) for p in v] for k, v in s.channels.items()},  # absolute: workers run elsewhere
         "label_path": str(out.resolve() / "labels" / f"{s.name}.tif"), "record_path": str(out.resolve() / "records" / f"{s.name}.json"),
         "preview_path": str(out.resolve() / "previews" / f"{s.name}.png") if preview else "",
+        "nuclei_path": str(nuclei_path(out.resolve(), s.name)) if keeps_nuclei(cfg) else "",
         "plate_fields": plate, "test": is_test(cfg, s), "force": force,
     } for s in sets]
     result = map_tasks(_gt_task, tasks, [s.name for s in sets], workers=workers, scheduler=scheduler, desc="ground truth", progress=progress,

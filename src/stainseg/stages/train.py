@@ -61,9 +61,31 @@ def training_data(cfg: ExperimentConfig, labels_dir: Path, wells: Sequence[str] 
     return images, labels, facts
 
 
+def training_nuclei(labels_dir: str | Path, image_sets: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """The nuclei labels a ground-truth folder keeps beside its cell labels (``nuclei/<image set>.tif``), for
+    ``cell_method = "nuclei"``; a missing file is a one-line error that says how to make it."""
+    from stainseg.stages.groundtruth import nuclei_path
+
+    nuclei = []
+    for name, shape in zip(image_sets, shapes):
+        path = nuclei_path(labels_dir, name)
+        if not path.is_file():
+            raise StainsegError("is missing: cell_method \"nuclei\" trains on the nuclei of the automatic cell labels; "
+                                "re-run 'stainseg groundtruth' (this version keeps them) or set cell_method = \"network\"", path)
+        lab = read_labels(path)
+        if lab.shape != tuple(shape):
+            raise StainsegError(f"nuclei labels {lab.shape} differ in size from the cell labels {tuple(shape)} of the same image set; "
+                                "re-run 'stainseg groundtruth'", path)
+        nuclei.append(lab)
+    return nuclei
+
+
 def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path | None = None, resume: bool = False,
                  wells: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Make (or reuse) automatic labels, then train; ``out`` becomes a complete model directory.
+
+    With ``cfg.cell_route() == "nuclei"`` (cells without a cytoplasm stain) the network learns the nuclei
+    the ground truth kept (:func:`training_nuclei`) and the model grows them into cells.
 
     Returns the last row of the training history.
     """
@@ -81,7 +103,12 @@ def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path 
     labels_dir = Path(labels_dir)
     images, labels, facts = training_data(cfg, labels_dir, wells)
     facts["labels_dir"] = str(labels_dir.resolve())
-    model = fit_model(images, labels, cfg, out, input_channels=cfg.channels.input, plane_names=facts["plane_names"], resume=resume, progress=progress, facts=facts)
+    nuclei = None
+    if cfg.cell_route() == "nuclei":
+        nuclei = training_nuclei(labels_dir, facts["training_image_sets"], [lab.shape for lab in labels])
+        facts["cell_method"] = "nuclei"
+    model = fit_model(images, labels, cfg, out, input_channels=cfg.channels.input, plane_names=facts["plane_names"], resume=resume,
+                      progress=progress, facts=facts, nuclei=nuclei)
     if model is None or rank != 0:  # under torchrun, rank 0 writes the model folder
         return {}
     qc = labels_dir / "qc.csv"
