@@ -208,23 +208,27 @@ def test_file_stages_train_and_segment_cells_from_nuclei(isl, tmp_path: Path) ->
     exp.write_text(exp.read_text() + '\n[split]\ntest_sites = ["s2"]\n[train]\niterations = 4\ncrop_size = 64\n')
     assert main(["train", str(exp), "-o", str(tmp_path / "MODEL")]) == 0
     gt = tmp_path / "MODEL" / "groundtruth"
-    for site in ("s1", "s2"):
-        nuclei = tifffile.imread(gt / "nuclei" / f"{site}.tif")
-        cells = tifffile.imread(gt / "labels" / f"{site}.tif")
+    names = sorted(path.stem for path in (gt / "labels").glob("*.tif"))
+    assert len(names) == 2 and sorted(path.stem for path in (gt / "nuclei").glob("*.tif")) == names
+    for name in names:
+        nuclei = tifffile.imread(gt / "nuclei" / f"{name}.tif")
+        cells = tifffile.imread(gt / "labels" / f"{name}.tif")
+        assert nuclei.any() and (cells > 0).sum() > (nuclei > 0).sum()
         np.testing.assert_array_equal(cells[nuclei > 0], nuclei[nuclei > 0])
     meta = json.loads((tmp_path / "MODEL" / "model.json").read_text())
     assert meta["objects"] == "cells" and meta["cell_extent"]["method"] == "nuclei+texture"
     assert meta["training"]["cell_method"] == "nuclei"
     assert main(["segment", str(tmp_path / "MODEL"), "--experiment", str(exp), "-o", str(tmp_path / "OUT")]) == 0
-    written = tifffile.imread(tmp_path / "OUT" / "labels" / "s2.tif")
+    written = tifffile.imread(tmp_path / "OUT" / "labels" / f"{names[1]}.tif")
     expected = stainseg.Model.load(tmp_path / "MODEL").segment(tifffile.imread(images / "s2_phase.tif"))
     np.testing.assert_array_equal(written, expected)
 
 
 # ----------------------------------------------------------------------------- real data (deepcell HeLa)
 
-#: Floors measured with a 1-minute training while other work shared the 2 cores (see the test).
-HELA_FLOOR = {"percent_f06": 40.0, "f1": 0.30, "count_ratio": (0.6, 1.5)}
+#: Measured (2 shared cores, load ~3): 150 iterations gave 71.7 % F >= 0.6, F1 0.641, 181 cells for 187 manual
+#: (a 1-minute budget, 146 iterations: 73.3 % / 0.667; 36 iterations found nothing). Floors about 15 points lower.
+HELA_FLOOR = {"percent_f06": 55.0, "f1": 0.45, "count_ratio": (0.7, 1.3)}
 
 
 @pytest.mark.slow
@@ -246,8 +250,9 @@ def test_deepcell_hela_cells_from_phase_alone(shared_data: Path) -> None:
         phases.append(phase)
         cells.append(stainseg.automatic_labels(nuclei=stain, objects="cells", label_free=phase))
         nuclei.append(stainseg.automatic_labels(nuclei=stain))
-    model = stainseg.train(phases, cells, objects="cells", nuclei=nuclei, input_channels=["phase"], iterations=1500,
-                           max_minutes=1.0, device="cpu", seed=0, progress=False)
+    # a fixed number of iterations (the score depends on it, not on the load); the time limit only guards the run
+    model = stainseg.train(phases, cells, objects="cells", nuclei=nuclei, input_channels=["phase"], iterations=150,
+                           max_minutes=2.5, device="cpu", seed=0, progress=False)
     phase, _ = field("HeLa_s5")
     result = model.run(phase)
     _assert_cells_of_nuclei(result["labels"], result["nuclei"], phase, model.cell_extent)
