@@ -17,8 +17,12 @@ Data sets (../shared/data; research use, never bundled):
   HeLa s5, s6 (automatic nuclei), 3T3 s2 (manual nuclei) and the HeLa s7 plating series (counts);
 - ``hela_cells``: phase -> whole cells, labels from the nuclear stain + phase only; trained on HeLa
   s2-s4, scored on HeLa s5, s6, s7 against manual cells, and on 3T3 s1, BMDM s1, MCF10A s2 (other
-  cell types: the HeLa model and the automatic labels, both against manual cells);
-- ``isl``: three middle phase planes of a 13-plane z-stack -> nuclei, labels from DAPI; the one
+  cell types: the HeLa models and the automatic labels, both against manual cells). Two models: a
+  cell network (``cell_method = "network"``: it learns the cell labels) and the default without a
+  cytoplasm stain (``cell_method = "nuclei"``: a nuclei network whose nuclei the model grows into cells
+  over the phase texture, ``seeded_*``); ``two_networks_*`` partitions the cell network's foreground
+  between the nuclei of the second;
+- ``isl``: phase planes of a 13-plane z-stack (``--isl-planes``, default z 2, 4, 6, 8, 10) -> nuclei, labels from DAPI; the one
   (top-half) field is split: train on the left part holding 60 % of the nuclei, score on the right
   part against the classical DAPI labels;
 - ``sephace``: three bright-field planes -> nuclei, labels from DAPI; the one field split likewise.
@@ -41,7 +45,7 @@ import numpy as np
 from skimage.segmentation import clear_border
 
 import stainseg
-from stainseg.groundtruth.extent import cells_from_nuclei
+from stainseg.groundtruth.extent import cells_from_nuclei  # hela_cells: the two-network variant
 from stainseg.io.atomic import atomic_path
 from stainseg.io.images import read_image, read_labels
 from stainseg.report.figures import overlay_panel
@@ -94,13 +98,17 @@ def densest_box(labels: np.ndarray, side: int) -> tuple[slice, slice]:
     return slice(where[0], where[0] + side), slice(where[1], where[1] + side)
 
 
-#: The models of this run by data set (the cell set takes its seeds from the nuclei model).
+#: The models of this run by data set.
 TRAINED: dict[str, stainseg.Model] = {}
 
 
 def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str, args: argparse.Namespace,
-                names: Optional[list[str]] = None, key: str = "model") -> tuple[stainseg.Model, float]:
-    """Train (or, with ``--reuse``, load the model folder ``--models/key`` a previous run saved)."""
+                names: Optional[list[str]] = None, key: str = "model",
+                nuclei: Optional[list[np.ndarray]] = None) -> tuple[stainseg.Model, float]:
+    """Train (or, with ``--reuse``, load the model folder ``--models/key`` a previous run saved).
+
+    ``nuclei`` (cells only): the nuclei labels too, so the model is a nuclei network that grows cells
+    (``cell_method = "nuclei"``); without them a cell network learns ``labels``."""
     folder = args.models / key if args.models else None
     if args.reuse and folder is not None and (folder / "model.json").is_file():
         model = stainseg.Model.load(folder, device="cpu")
@@ -108,16 +116,17 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
             from stainseg.segment.derive import object_statistics
             from stainseg.train.fit import validation_pairs
 
+            targets = nuclei if model.cell_extent is not None and nuclei is not None else labels  # what the network learned
             prepared = [model.prepare(im) for im in images]
-            val_images, val_labels = validation_pairs(prepared, labels, model.info)
-            model.calibrate(val_images, val_labels, prepared=True, dilation=True, statistics=object_statistics(labels))
+            val_images, val_labels = validation_pairs(prepared, targets, model.info)
+            model.calibrate(val_images, val_labels, prepared=True, dilation=True, statistics=object_statistics(targets))
         TRAINED[key] = model
         return model, float(model.info.get("train_seconds", 0.0))
     t0 = time.perf_counter()
     minutes = args.split_minutes if key in ("isl", "sephace") else args.minutes
     model = stainseg.train(images, labels, iterations=args.iterations, objects=objects, input_channels=names,
                            crop_size=args.crop_size, batch_size=args.batch_size, max_minutes=minutes,
-                           device="cpu", seed=args.seed, progress=args.progress)
+                           device="cpu", seed=args.seed, progress=args.progress, nuclei=nuclei)
     model.segment_settings.device = "cpu"
     seconds = round(time.perf_counter() - t0, 1)
     model.info["train_seconds"] = seconds
@@ -153,17 +162,9 @@ def auto_labels(field: dict[str, Any], objects: str) -> np.ndarray:
     return stainseg.automatic_labels(nuclei=field["nuclear"])
 
 
-def label_free_planes(phase: np.ndarray) -> np.ndarray:
-    """The phase plane corrected for illumination as the automatic labels see it."""
-    from stainseg.config import GroundTruthConfig
-    from stainseg.groundtruth.pipeline import _label_free_planes
-
-    return _label_free_planes(phase[None], GroundTruthConfig(), phase.shape)
-
-
 def deepcell_set(objects: str, train_names: list[str], test_names: list[str], args: argparse.Namespace,
-                 out: Path, key: str, title: str, picture_field: str,
-                 seeds_model: Optional[stainseg.Model] = None) -> dict[str, Any]:
+                 out: Path, key: str, title: str, picture_field: str, seeded: bool = False) -> dict[str, Any]:
+    """Train on ``train_names``, score ``test_names``; ``seeded`` (cells): also a ``cell_method = "nuclei"`` model."""
     manual_key = "manual_cells" if objects == "cells" else "manual_nuclei"
     train = [deepcell(n) for n in train_names]
     t0 = time.perf_counter()
@@ -172,6 +173,13 @@ def deepcell_set(objects: str, train_names: list[str], test_names: list[str], ar
     model, seconds = train_model([f["phase"] for f in train], labels, objects, args, names=["phase"], key=key)
     result: dict[str, Any] = {"objects": objects, "train": train_names, "labels_seconds": round(label_s, 1),
                               "model": model_facts(model, seconds), "fields": {}}
+    seeded_model = None
+    if seeded:
+        # the default without a cytoplasm stain: a nuclei network, its nuclei grown into cells by the model itself
+        nuclei = [auto_labels(f, "nuclei") for f in train]
+        seeded_model, seeded_s = train_model([f["phase"] for f in train], labels, objects, args, names=["phase"],
+                                             key=f"{key}_nuclei", nuclei=nuclei)
+        result["seeded_model"] = {**model_facts(seeded_model, seeded_s), "cell_extent": seeded_model.cell_extent.to_dict()}
     for name in test_names:
         f = deepcell(name)
         auto = auto_labels(f, objects)
@@ -185,12 +193,14 @@ def deepcell_set(objects: str, train_names: list[str], test_names: list[str], ar
             row["network_vs_manual"] = scores(manual, net)
             row["auto_vs_manual"] = scores(manual, auto)
         seeded = None
-        if seeds_model is not None:
-            # no stain at all: the nuclei network gives one seed per cell, the phase image the cell extent
-            planes, seeds = label_free_planes(f["phase"]), seeds_model.segment(f["phase"])
-            seeded = cells_from_nuclei(planes, seeds)
-            # ... or the cell network's foreground, partitioned between the nuclei the other network found
-            both = cells_from_nuclei(planes, seeds, foreground=net > 0)
+        if seeded_model is not None:
+            # no stain at all: the user's path (Model.run of the cell_method "nuclei" model) gives the nuclei and their cells
+            t2 = time.perf_counter()
+            run = seeded_model.run(f["phase"])
+            row["seeded_segment_seconds"] = round(time.perf_counter() - t2, 2)
+            seeded, seeds = run["labels"], run["nuclei"]
+            # ... or the cell network's foreground, partitioned between the nuclei of that model
+            both = cells_from_nuclei(seeded_model.cell_extent.correct(f["phase"]), seeds, foreground=net > 0)
             for kind, lab in (("seeded", seeded), ("two_networks", both)):
                 row[f"{kind}_vs_auto"] = scores(auto, lab)
                 if manual is not None:
@@ -222,16 +232,12 @@ def hela_nuclei(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def hela_cells(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    nuclei_folder = args.models / "hela_nuclei" if args.models else None
-    seeds = TRAINED.get("hela_nuclei")
-    if seeds is None and nuclei_folder and (nuclei_folder / "model.json").is_file():
-        seeds = stainseg.Model.load(nuclei_folder, device="cpu")
     r = deepcell_set("cells", ["HeLa_s2", "HeLa_s3", "HeLa_s4"],
                      ["HeLa_s5", "HeLa_s6", "HeLa_s7", "3T3_s1", "BMDM_s1", "MCF10A_s2"], args, out, "hela_cells",
-                     "phase -> whole cells (nuclear stain only)", "HeLa_s5", seeds_model=seeds)
+                     "phase -> whole cells (nuclear stain only)", "HeLa_s5", seeded=True)
     f = r["fields"]
-    kinds = ["network_vs_manual", "auto_vs_manual", "network_vs_auto"]
-    kinds += ["seeded_vs_manual", "seeded_vs_auto", "two_networks_vs_manual", "two_networks_vs_auto"] if seeds else []
+    kinds = ["network_vs_manual", "auto_vs_manual", "network_vs_auto",
+             "seeded_vs_manual", "seeded_vs_auto", "two_networks_vs_manual", "two_networks_vs_auto"]
     r["summary"] = {kind: pooled([f[n][kind] for n in ("HeLa_s5", "HeLa_s6")]) for kind in kinds}
     return r
 
@@ -278,7 +284,7 @@ def split_field(key: str, planes: np.ndarray, stain: np.ndarray, names: list[str
 
 def isl(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     folder = DATA / "isl" / "images"
-    z = [5, 6, 7]
+    z = [int(v) for v in args.isl_planes.split(",")]
     planes = np.stack([read_image(folder / f"isl_s1_phase_z{i:02d}.tif") for i in z]).astype(np.float32)
     dapi = read_image(folder / "isl_s1_dapi.tif")
     return split_field("isl", planes, dapi, [f"phase[z={i}]" for i in z], args, out, "isl phase z-stack -> nuclei")
@@ -308,6 +314,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-fraction", type=float, default=0.6, help="split fields (isl, sephace): the left part holding this fraction of the nuclei trains")
+    ap.add_argument("--isl-planes", default="2,4,6,8,10", help="isl: the phase z-planes used as input channels (default: the five the package bundles)")
     ap.add_argument("--crop-picture", type=int, default=320)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--models", type=Path, default=None, help="save each trained model in MODELS/<data set>")
