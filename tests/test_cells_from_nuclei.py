@@ -129,7 +129,7 @@ def test_model_stores_how_it_makes_cells(cells_model) -> None:
     meta = json.loads((out / "model.json").read_text())
     assert meta["objects"] == "cells"
     assert meta["cell_extent"] == CellExtent.for_groundtruth(GroundTruthConfig()).to_dict()
-    assert meta["cell_extent"]["method"] == "nuclei+texture"
+    assert meta["cell_extent"]["method"] == "nuclei+texture" and meta["training"]["cell_method"] == "nuclei"
     assert meta["training"]["calibration"]["paper_dilation"] == 3  # calibrated as a nuclei network
     # the instance settings are derived from the nuclei labels; the quality reference describes the cells it outputs
     assert meta["derived"]["objects"]["area_median"] < 0.8 * meta["quality"]["objects"]["area"]["median"]

@@ -106,7 +106,6 @@ def run_training(cfg: ExperimentConfig, out: str | Path, labels_dir: str | Path 
     nuclei = None
     if cfg.cell_route() == "nuclei":
         nuclei = training_nuclei(labels_dir, facts["training_image_sets"], [lab.shape for lab in labels])
-        facts["cell_method"] = "nuclei"
     model = fit_model(images, labels, cfg, out, input_channels=cfg.channels.input, plane_names=facts["plane_names"], resume=resume,
                       progress=progress, facts=facts, nuclei=nuclei)
     if model is None or rank != 0:  # under torchrun, rank 0 writes the model folder

@@ -119,6 +119,8 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
     model.history = result.history
     model.info.update(result.info)
     model.info.update(facts or {})
+    if route == "nuclei":
+        model.info["cell_method"] = "nuclei"
     if calibrate:
         val_images, val_labels = validation_pairs(images, targets, result.info)
         if any(lab.any() for lab in val_labels):
