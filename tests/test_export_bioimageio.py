@@ -188,6 +188,53 @@ def test_export_takes_the_sample_from_experiment_toml(model_dir, tmp_path):
     assert readme.startswith("# stainseg model: demo (nuclei)")
 
 
+def test_cells_from_nuclei_model_is_exported_as_its_nuclei_network(model_dir, tmp_path):
+    """A cells model grown from nuclei (cell_method "nuclei") ships its nuclei network, described as such: name, tags,
+    output and README say nuclei; the README names the CellExtent step with the stored parameters, which the package
+    does not run; rdf config.stainseg records both objects and the extent. A plain model says nothing of it."""
+    import json
+
+    from bioimageio.spec import load_description
+
+    from stainseg.export.bioimageio import export_bioimageio
+    from stainseg.groundtruth.extent import CellExtent
+
+    cfg = _experiment(tmp_path / "exp")
+    cfg.objects = "cells"
+    model = Model.new(["BF"], cfg=cfg)
+    extent = CellExtent(spline_grid=4, spline_iterations=3, sigma=3.0, smoothing=1.5, min_area_fraction=0.4)  # not the defaults
+    model.cell_extent = extent
+    folder = model.save(tmp_path / "model")
+    loaded = Model.load(folder)
+    assert loaded.objects == "cells" and loaded.network_objects == "nuclei" and loaded.cell_extent == extent
+    package = export_bioimageio(folder, tmp_path / "cells.zip", sample=_sample())
+
+    descr = load_description(package)
+    assert descr.validation_summary.status in ("valid-format", "passed"), descr.validation_summary.format()
+    assert descr.name.startswith("stainseg nuclei ") and "nuclei" in descr.tags and "cells" not in descr.tags
+    assert "Segments nuclei" in descr.description and "bioimage.io consumers do not run" in descr.description
+    output = descr.outputs[0].description
+    assert "of nuclei" in output and "CellExtent" in output and "not this package" in output
+    facts = descr.config.stainseg
+    assert facts["objects"] == "cells" and facts["network_objects"] == "nuclei"
+    assert facts["cell_extent"] == extent.to_dict() == json.loads((folder / "model.json").read_text())["cell_extent"]
+
+    x, y, _, readme = _outputs(package)
+    np.testing.assert_allclose(y, _expected(loaded, _sample()[:, 3:147, 3:187]), atol=1e-5)  # the network's nuclei probabilities
+    assert readme.startswith("# stainseg model: demo (nuclei network of a cells model)")
+    assert "of softmax class probabilities of **nuclei**" in readme
+    assert "## Cells are grown from the nuclei in stainseg, not in this package" in readme
+    flat = " ".join(readme.split())
+    for fact in ("do **not** run that step", "method `nuclei+texture`", "spline background (grid 4, 3 iterations)", "pre-smoothing of 1.5 px",
+                 "Gaussian window of 3.0 px", "smaller than 0.4 of the field's median nucleus area"):
+        assert fact in flat, fact
+    # the model this test module shares (a nuclei network of a nuclei model) carries no such section
+    plain = load_description(export_bioimageio(model_dir, tmp_path / "plain.zip", sample=_sample()))
+    assert plain.config.stainseg == {"objects": "nuclei", "network_objects": "nuclei"}
+    with zipfile.ZipFile(tmp_path / "plain.zip") as zf:
+        assert "CellExtent" not in zf.read("README.md").decode()
+
+
 def test_export_without_sample_or_experiment_asks_for_a_sample(tmp_path):
     from stainseg.export.bioimageio import export_bioimageio
 

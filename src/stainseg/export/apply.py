@@ -37,7 +37,9 @@ def segment_planes(model_dir: str | Path, planes: Sequence[np.ndarray] | np.ndar
     -------
     dict
         :meth:`stainseg.Model.run`'s result: ``labels`` (Y, X), ``probability`` (K, Y, X),
-        ``uncertainty`` (Y, X) or None, ``timings``; plus ``model`` (the :class:`~stainseg.Model`).
+        ``uncertainty`` (Y, X) or None, ``timings``; plus ``model`` (the :class:`~stainseg.Model`). For a model of
+        cells grown from nuclei (``model.network_objects == "nuclei"``), ``labels`` are the cells and ``nuclei``
+        (Y, X) the network's nuclei.
     """
     from stainseg.model import Model
 

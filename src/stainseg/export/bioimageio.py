@@ -26,6 +26,12 @@ What the package computes, and where it stops (written into its documentation to
 - output: per-pixel class probabilities (softmax) of the whole input in one pass. Instances
   (threshold, watershed, dilation) come from ``stainseg.segment.instances.probability_to_labels``
   in stainseg, as for StarDist.
+- a model of cells grown from nuclei (``cell_method = "nuclei"``, :attr:`stainseg.Model.network_objects`
+  ``"nuclei"``): the package is its nuclei network and is described as such (name, tags, output,
+  README); the README names the :class:`stainseg.groundtruth.extent.CellExtent` step, with the
+  model's stored parameters, that grows the nuclei into cells in stainseg and that bioimage.io
+  consumers do not run. ``rdf.yaml`` ``config.stainseg`` records ``objects``, ``network_objects``
+  and ``cell_extent``.
 
 Needs ``bioimageio.spec`` (``pip install "stainseg[bioimageio]"``).
 """
@@ -325,8 +331,51 @@ def _normalization_text(mode: str, normalization: dict[str, Any]) -> str:
     return NORMALIZATION_TEXT[mode] + f' (`normalization = "{mode}"`, with the training statistics in `model.json`)'
 
 
+def _cells_text(model: Any) -> str:
+    """README section of a model of cells grown from nuclei: the CellExtent step (with its stored parameters) the package leaves out.
+
+    Empty for a model whose network segments its objects itself.
+
+    Examples
+    --------
+    >>> from stainseg.model import Model
+    >>> _cells_text(Model.new(["phase"], objects="cells"))
+    ''
+    """
+    extent = model.cell_extent
+    if extent is None:
+        return ""
+    planes = ", ".join(model.plane_names)
+    correction = (f"divided by its own spline background (grid {extent.spline_grid}, {extent.spline_iterations} iterations)"
+                  if extent.illumination == "spline" else "used as it is (no illumination correction)")
+    return f"""
+## Cells are grown from the nuclei in stainseg, not in this package
+The stainseg model this package comes from outputs whole **cells** (`objects = "cells"`, `cell_method = "nuclei"`:
+it was trained with a nuclear stain only). Its network, the one in this package, segments **nuclei**; stainseg
+then grows each nucleus into its cell over the label-free input with its `CellExtent` step
+(`stainseg.groundtruth.extent.CellExtent`, method `{extent.method}`), the same recipe that made the automatic
+cell labels. bioimage.io consumers (`bioimageio.core`, deepImageJ, ilastik, QuPath, napari) do **not** run that
+step: from this package they get nuclei probabilities only. The step, with this model's parameters
+(`model.json` `cell_extent`):
+
+1. each raw input plane ({planes}) is {correction};
+2. texture: Gaussian pre-smoothing of {extent.smoothing} px, local standard deviation in a Gaussian window of
+   {extent.sigma} px, over the plane's median, averaged over the planes;
+3. foreground: Otsu threshold of the log texture; pieces smaller than {extent.min_area_fraction} of the field's
+   median nucleus area dropped; holes filled; the nuclei added;
+4. cells: seeded watershed of the distance to the nearest nucleus inside the foreground; cell k holds nucleus k.
+
+For the cells, run stainseg on the model folder (`stainseg segment MODEL IMAGE -o OUT`, or `stainseg.Model.run`:
+`labels` are the cells, `nuclei` the nuclei), or grow your own nuclei labels in Python:
+`CellExtent.from_dict(json.load(open("model.json"))["cell_extent"]).cells(raw_planes, nuclei_labels)`
+(the raw planes, before the illumination step of the package's input: the step corrects them itself).
+"""
+
+
 def _documentation(model: Any, name: str, n_params: int, normalization: dict[str, Any], stainseg_version: str = "") -> str:
     channels = ", ".join(model.plane_names)
+    objects = model.network_objects
+    grown = model.cell_extent is not None
     classes = ", ".join(CLASS_NAMES[model.n_classes])
     pre = model.preprocessing
     spline = pre.illumination == "spline"
@@ -336,11 +385,14 @@ def _documentation(model: Any, name: str, n_params: int, normalization: dict[str
                     f"a smooth spline background fitted to it (`stainseg.preprocess.correct_plane`, grid {pre.spline_grid}, "
                     f"{pre.spline_iterations} iterations). The test input of this package is the image after that step."
                     if spline else "The model takes its input planes as they are (no illumination correction).")
-    return f"""# stainseg model: {name} ({model.objects})
+    title = f"{objects} network of a cells model" if grown else objects
+    whose = (" It is the network of a stainseg model of whole cells, which grows the nuclei into cells outside this "
+             "package (see [Cells](#cells-are-grown-from-the-nuclei-in-stainseg-not-in-this-package))." if grown else "")
+    return f"""# stainseg model: {name} ({title})
 
 A small fully convolutional network (StainNet, {n_params:,} parameters) that segments
-{model.objects} in label-free images. It was trained by [stainseg](#citation) {stainseg_version} on labels made
-automatically from end-point fluorescent stains (Sadanandan et al., Sci. Rep. 2017), not on manual annotations.
+{objects} in label-free images. It was trained by [stainseg](#citation) {stainseg_version} on labels made
+automatically from end-point fluorescent stains (Sadanandan et al., Sci. Rep. 2017), not on manual annotations.{whose}
 
 ## Input
 One tensor `raw` (batch, channel, y, x), channels in this order: **{channels}**.
@@ -355,11 +407,11 @@ medians are taken over what the network sees, so predict whole fields rather tha
 agree to about 1e-3).
 
 ## Output
-One tensor `probabilities` (batch, channel, y, x) of softmax class probabilities, channels **{classes}**.
-stainseg turns them into instances with `stainseg.segment.instances.probability_to_labels`
-(threshold {s.threshold}, minimum size {s.min_size} px, dilation {model.dilation}): `stainseg segment MODEL IMAGE -o OUT`
-does all of it, tiled ({s.tile_size} px tiles, {'two passes' if s.two_pass else 'one pass'}) for large images.
-
+One tensor `probabilities` (batch, channel, y, x) of softmax class probabilities of **{objects}**, channels **{classes}**.
+stainseg turns them into {objects} instances with `stainseg.segment.instances.probability_to_labels`
+(threshold {s.threshold}, minimum size {s.min_size} px, dilation {model.dilation}){', then into cells (below)' if grown else ''}:
+`stainseg segment MODEL IMAGE -o OUT` does all of it, tiled ({s.tile_size} px tiles, {'two passes' if s.two_pass else 'one pass'}) for large images.
+{_cells_text(model)}
 ## Weights
 `weights.pt` (PyTorch state dict of `stainseg.export.bioimageio.BioimageioStainNet`, needs stainseg
 installed) and `weights.torchscript.pt` (TorchScript, needs only PyTorch). `model.json` is the stainseg
@@ -510,9 +562,11 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
             sample_tensor=spec.FileDescr(source=tmp / "sample_input.tif"),
             data=spec.IntervalOrRatioDataDescr(type="float32"),
         )]
+        objects, grown = model.network_objects, model.cell_extent is not None
         outputs = [spec.OutputTensorDescr(
             id=spec.TensorId("probabilities"),
-            description=f"softmax probabilities of {', '.join(CLASS_NAMES[n_classes])}",
+            description=(f"softmax probabilities of {', '.join(CLASS_NAMES[n_classes])} of {objects}"
+                         + ("; stainseg grows cells from them (CellExtent), not this package" if grown else ""))[:128],
             axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in CLASS_NAMES[n_classes]]),
                   spec.SpaceOutputAxis(id=spec.AxisId("y"), size=spec.SizeReference(tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId("y"))),
                   spec.SpaceOutputAxis(id=spec.AxisId("x"), size=spec.SizeReference(tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId("x")))],
@@ -536,11 +590,15 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
         cite = [spec.CiteEntry(text=PAPER_TEXT, doi=spec.Doi(PAPER_DOI))]
         if PROJECT_URL:
             cite.append(spec.CiteEntry(text=PROJECT_TEXT.format(version=stainseg.__version__), url=spec.HttpUrl(PROJECT_URL)))
-        objects = model.objects
+        facts: dict[str, Any] = {"objects": model.objects, "network_objects": objects}
+        if grown:
+            facts["cell_extent"] = model.cell_extent.to_dict()
         descr = spec.ModelDescr(
             name=f"stainseg {objects} {name}"[:128],
             description=(f"Segments {objects} in label-free images ({', '.join(channel_names)}) with a network trained on "
-                         "automatic labels from end-point fluorescent stains (stainseg, Sadanandan et al. 2017)."),
+                         "automatic labels from end-point fluorescent stains (stainseg, Sadanandan et al. 2017)."
+                         + (" It is the nuclei network of a stainseg cells model: stainseg grows the nuclei into cells over the "
+                            "label-free texture (CellExtent), a step bioimage.io consumers do not run." if grown else "")),
             authors=[spec.Author(name=name) for name in authors],
             cite=cite,
             license=spec.LicenseId(license),
@@ -557,7 +615,7 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
                 reproducibility_tolerance=[spec.ReproducibilityTolerance(relative_tolerance=TOLERANCE["relative"],
                                                                          absolute_tolerance=TOLERANCE["absolute"])],
                 architecture_type="StainNet (encoder-decoder FCN)", model_parameter_count=count_parameters(model.network),
-                task="semantic segmentation (class probabilities for instance segmentation)")),
+                task="semantic segmentation (class probabilities for instance segmentation)"), stainseg=facts),
         )
         if isinstance(descr, spec.ModelDescr) and descr.validation_summary.status == "failed":  # pragma: no cover
             raise StainsegError(f"bioimage.io description is invalid: {descr.validation_summary.format()[:300]}")
