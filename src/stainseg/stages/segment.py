@@ -2,6 +2,9 @@
 
 Outputs: ``OUT/labels/<name>.tif``, ``OUT/cells.csv`` (one row per cell), ``OUT/index.csv``
 (experiment mode), optional ``OUT/probability/`` and ``OUT/uncertainty/``, ``OUT/run.json``.
+A model of cells grown from nuclei (``model.network_objects == "nuclei"`` for ``objects = "cells"``)
+also writes the network's nuclei, ``OUT/nuclei/<name>.tif`` (nucleus ``k`` inside cell ``k``), named
+in the ``nuclei_file`` column of ``index.csv``.
 A per-image failure is recorded and the others still finish; ``--resume`` skips images whose
 label file and record are complete. One process writes an OUT at a time (a lock file).
 """
@@ -152,12 +155,14 @@ def _compute_task(state: dict[str, Any]) -> dict[str, Any]:
         serious = [f for f in flags if not f.informative]
         if serious:
             result = model.empty_result(stack, serious, two_pass=False)
-            state.update(probability=result["probability"], uncertainty=None, labels=result["labels"], flags=serious, skipped=True)
+            state.update(probability=result["probability"], uncertainty=None, labels=result["labels"], flags=serious, skipped=True,
+                         nuclei=result.get("nuclei"))
             return state
     # only the paper's two-pass tiles give an uncertainty map: asking for it selects them
     overrides = {"tiling": "tiles", "two_pass": True} if state["task"].get("save_uncertainty") else {}
     result = model.run(stack, flags=flags, **overrides)
-    state.update(probability=result["probability"], uncertainty=result["uncertainty"], labels=result["labels"], flags=result["flags"])
+    state.update(probability=result["probability"], uncertainty=result["uncertainty"], labels=result["labels"], flags=result["flags"],
+                 nuclei=result.get("nuclei"))
     state["timings"].update(result["timings"])
     return state
 
@@ -178,11 +183,15 @@ def _finish_task(state: dict[str, Any]) -> dict[str, Any]:
         write_image(out / "uncertainty" / f"{name}.tif", state["uncertainty"].astype(np.float32))
     cells = cell_table(name, labels, stack, model.plane_names, state["uncertainty"])
     write_csv(out / "records" / f"{name}.csv", cells, columns=list(cells[0]) if cells else ["image", "label"])
+    nuclei_path = None
+    if state.get("nuclei") is not None:  # cells grown from nuclei: the network's nuclei too, before the labels mark the task done
+        nuclei_path = write_labels(out / "nuclei" / f"{name}.tif", state["nuclei"])
     write_labels(label_path, labels)
     timings = {**state["timings"], "write_s": time.perf_counter() - t0}
     flags = state.get("flags") or []
     record = {"name": name, **task.get("fields", {}), "cells": len(cells),
-              "label_file": str(label_path), "sources": ";".join(state["sources"]), "shape": "x".join(map(str, labels.shape)),
+              "label_file": str(label_path), **({"nuclei_file": str(nuclei_path)} if nuclei_path is not None else {}),
+              "sources": ";".join(state["sources"]), "shape": "x".join(map(str, labels.shape)),
               "flags": ";".join(f.code for f in flags), "flag_reasons": " | ".join(f.reason for f in flags),
               "skipped": bool(state.get("skipped", False)), "engine": model.engine().engine,
               **{k: round(v, 4) for k, v in timings.items()}}
@@ -216,7 +225,7 @@ def _run(model_dir: Path, facts: tuple[dict[str, Any], dict[str, Any]], tasks: l
     with folder_lock(out, "stainseg segment"):
         for sub in ("labels", "records"):
             (out / sub).mkdir(parents=True, exist_ok=True)
-        for sub in ("", "labels", "records", "probability", "uncertainty"):
+        for sub in ("", "labels", "records", "probability", "uncertainty", "nuclei"):
             remove_stale_temps(out / sub)  # left by a killed run; safe under the lock
         result = map_tasks(_segment_task, tasks, names, workers=workers, scheduler=scheduler, desc="segment",
                            shared=[str(out.resolve()), str(model_dir.resolve())], stages=(_load_task, _compute_task, _finish_task))
