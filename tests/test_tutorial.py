@@ -22,7 +22,7 @@ def test_tutorial_code_blocks_run_in_order(tmp_path, monkeypatch):
 
     text = TUTORIAL.read_text(encoding="utf-8")
     blocks = code_blocks(text)
-    assert len(blocks) == 5 and sum(block.count(TRAINING) for block in blocks) == 1
+    assert len(blocks) == 6 and sum(block.count(TRAINING) for block in blocks) == 2
     monkeypatch.chdir(tmp_path)  # the tutorial writes MODEL/ into the current folder
     monkeypatch.setenv("STAINSEG_SHARED_DATA", str(SHARED_DATA))
     namespace: dict = {"__name__": "tutorial"}
@@ -37,6 +37,12 @@ def test_tutorial_code_blocks_run_in_order(tmp_path, monkeypatch):
     # what the tutorial says Model.segment gives: the labels `stainseg segment` writes for the same plane
     loaded = namespace["stainseg"].Model.load(tmp_path / "MODEL")
     assert (loaded.segment(namespace["held_out"]) == namespace["cells"]).all()
+    # section 6: cells grown from the network's nuclei, as `stainseg segment` makes them from the folder
+    cells_model = namespace["stainseg"].Model.load(tmp_path / "CELLS")
+    assert cells_model.objects == "cells" and cells_model.network_objects == "nuclei"
+    again = cells_model.run(namespace["held_out"])
+    assert (again["labels"] == namespace["whole_cells"]).all() and (again["nuclei"] == namespace["their_nuclei"]).all()
+    assert 0.0 <= namespace["cell_scores"]["percent_f_above"] <= 100.0
 
 
 @pytest.mark.parametrize("text, expected", [("a\n```python\nx = 1\n```\nb\n```text\nno\n```\n```python\ny = 2\n```\n", ["x = 1\n", "y = 2\n"])])
