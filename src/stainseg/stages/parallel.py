@@ -21,9 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from tqdm import tqdm
-
 from stainseg.errors import StainsegError
+from stainseg.stages.progress import progress_bar
 
 # Per-process counters (one set in each Dask worker process, one here for serial runs).
 _LOADS: Counter[str] = Counter()
@@ -105,7 +104,8 @@ def map_tasks(
         re-run elsewhere by the scheduler (up to ``distributed.scheduler.allowed-failures`` times)
         and then reported as failed.
     desc : str
-        Label of the progress bar (completed / total, on stderr).
+        Label of the progress bar (completed / total and the time left, on stderr; the time left leaves the
+        start-up of the first item, or of each worker's first, out: :mod:`stainseg.stages.progress`).
     progress : bool
         Show the progress bar and a one-line summary of the workers.
     shared : sequence of str
@@ -135,24 +135,41 @@ def map_tasks(
 def _map_serial(func, tasks, names, desc, progress) -> MapResult:
     out = MapResult(results=[])
     run_id = uuid.uuid4().hex
-    for task, name in tqdm(list(zip(tasks, names)), desc=desc, disable=not progress, unit="set", file=sys.stderr):
+    bar = progress_bar(len(tasks), desc, disable=not progress)
+    for task, name in zip(tasks, names):
         try:
             result = _guarded(func, task, run_id)
         except Exception as exc:  # an unexpected failure of one item must not stop the batch
             result = {"_error": _one_line(exc), "_traceback": traceback.format_exc()}
         _collect(out, name, result)
+        bar.update(1)
+    bar.close()
     out.workers = {"local": process_report(run_id)}
     return out
 
 
 def _map_overlapped(stages, tasks, names, desc, progress) -> MapResult:
-    """Serial run with three tasks in flight: loading task i+1, computing task i, finishing task i-1."""
+    """Serial run with three tasks in flight: loading task i+1, computing task i, finishing task i-1.
+
+    A task counts on the progress bar as soon as its finish stage is done (its outputs are written), not
+    when the next task's computation ends: else the bar lags one task behind and its first update
+    holds two tasks' computation (the time left then read about twice the truth).
+    """
+    import threading
     from concurrent.futures import Future, ThreadPoolExecutor
 
     load, compute, finish = stages
     out = MapResult(results=[])
     run_id = uuid.uuid4().hex
-    bar = tqdm(total=len(tasks), desc=desc, disable=not progress, unit="set", file=sys.stderr)
+    bar = progress_bar(len(tasks), desc, disable=not progress)
+    counted: set[Future] = set()
+    count_lock = threading.Lock()
+
+    def count(future: Future) -> None:  # once per task: from the finisher's callback, or at collection if that ran first
+        with count_lock:
+            if future not in counted:
+                counted.add(future)
+                bar.update(1)
 
     def guarded(step: Callable[[Any], Any], value: Any) -> Any:
         if isinstance(value, dict) and "_error" in value:
@@ -164,10 +181,11 @@ def _map_overlapped(stages, tasks, names, desc, progress) -> MapResult:
         except Exception as exc:  # an unexpected failure of one item must not stop the batch
             return {"_error": _one_line(exc), "_traceback": traceback.format_exc()}
 
-    def collect(name: str, result: Any) -> None:
+    def collect(name: str, future: Future) -> None:
+        result = future.result()
+        count(future)
         _TASKS[run_id] += 1
         _collect(out, name, result)
-        bar.update(1)
 
     with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, ThreadPoolExecutor(1, thread_name_prefix="finish") as finisher:
         loading: Future = loader.submit(guarded, load, tasks[0])
@@ -179,11 +197,12 @@ def _map_overlapped(stages, tasks, names, desc, progress) -> MapResult:
             computed = guarded(compute, loaded)
             del loaded
             if finishing is not None:
-                collect(finishing[0], finishing[1].result())
+                collect(*finishing)
             finishing = (name, finisher.submit(guarded, finish, computed))
+            finishing[1].add_done_callback(count)
             del computed
         if finishing is not None:
-            collect(finishing[0], finishing[1].result())
+            collect(*finishing)
     bar.close()
     out.workers = {"local": process_report(run_id)}
     return out
@@ -270,7 +289,8 @@ def _map_dask(func, tasks, names, workers, scheduler, retries, desc, progress, s
         done = 0
         pending = as_completed(futures)
         idle_since, checked = None, 0.0
-        with tqdm(total=len(tasks), desc=desc, disable=not progress, unit="set", file=sys.stderr) as bar:
+        parallel = sum(client.nthreads().values()) or 1  # tasks in flight at once: each worker's first carries its start-up
+        with progress_bar(len(tasks), desc, disable=not progress, parallel=parallel) as bar:
             while done < len(tasks):
                 batch = pending.next_batch(block=False)
                 if not batch:
