@@ -45,6 +45,7 @@ import numpy as np
 from skimage.segmentation import clear_border
 
 import stainseg
+from stainseg.config import ExperimentConfig
 from stainseg.groundtruth.extent import cells_from_nuclei  # hela_cells: the two-network variant
 from stainseg.io.atomic import atomic_path
 from stainseg.io.images import read_image, read_labels
@@ -124,7 +125,9 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
         return model, float(model.info.get("train_seconds", 0.0))
     t0 = time.perf_counter()
     minutes = args.split_minutes if key in ("isl", "sephace") else args.minutes
-    model = stainseg.train(images, labels, iterations=args.iterations, objects=objects, input_channels=names,
+    cfg = ExperimentConfig(objects=objects)
+    cfg.model.base_width = args.base_width
+    model = stainseg.train(images, labels, iterations=args.iterations, objects=objects, input_channels=names, cfg=cfg,
                            crop_size=args.crop_size, batch_size=args.batch_size, max_minutes=minutes,
                            device="cpu", seed=args.seed, progress=args.progress, nuclei=nuclei)
     model.segment_settings.device = "cpu"
@@ -312,6 +315,7 @@ def main() -> int:
     ap.add_argument("--split-minutes", type=float, default=4.0, help="training time limit of the one-field sets (isl, sephace)")
     ap.add_argument("--crop-size", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--base-width", type=int, default=8, help="the network's first width (ModelConfig.base_width; the paper's 8)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-fraction", type=float, default=0.6, help="split fields (isl, sephace): the left part holding this fraction of the nuclei trains")
     ap.add_argument("--isl-planes", default="2,4,6,8,10", help="isl: the phase z-planes used as input channels (default: the five the package bundles)")
