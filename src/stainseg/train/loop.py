@@ -520,12 +520,17 @@ class TimeBudget:
 
 
 # ==================================================================== validation
+#: Validation scores averaged for keeping the best weights and for early stopping.
+VALIDATION_WINDOW = 3
+
+
 def record_validation(state: LoopState, model: torch.nn.Module, score: float, learning_rate: float,
                       patience: Optional[int], validated: bool) -> dict[str, Any]:
     """Append a history row for the iteration just done, keep the best weights, decide on early stopping.
 
-    Early stopping only happens in the second half of the schedule (the cosine decay does most of
-    its work late), after ``patience`` validations without improvement.
+    Both compare the mean of the last :data:`VALIDATION_WINDOW` validation scores (``best_score`` is
+    such a mean), not single scores. Early stopping only happens in the second half of the schedule
+    (the cosine decay does most of its work late), after ``patience`` validations without improvement.
 
     Examples
     --------
@@ -544,6 +549,11 @@ def record_validation(state: LoopState, model: torch.nn.Module, score: float, le
     state.history.append(row)
     state.losses = []
     if validated:
+        # the mean of the last VALIDATION_WINDOW scores: one validation swings by 0.1-0.2 on few real fields
+        # (deepcell phase: 0.57-0.79 fifty iterations apart), and a single lucky score would otherwise stop
+        # the run before the cosine decay's low learning rates and keep that lucky checkpoint
+        recent = [r["val_score"] for r in state.history if np.isfinite(r["val_score"])][-VALIDATION_WINDOW:]
+        score = float(np.mean(recent)) if recent else score
         if score > state.best_score:
             state.best_score, state.stale = score, 0
             state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
