@@ -124,3 +124,18 @@ def test_validation_keeps_the_best_weights_and_stops_late_only():
     unvalidated = LoopState(iteration=60, total=100, losses=[0.5])
     record_validation(unvalidated, net, float("nan"), 1e-3, patience=1, validated=False)
     assert unvalidated.best_state is None and not unvalidated.stopped_early and len(unvalidated.history) == 1
+
+
+def test_validation_judges_the_mean_of_the_last_three_scores_and_can_keep_the_last_weights():
+    net = torch.nn.Linear(2, 2)
+    state = LoopState(iteration=0, total=1000, losses=[1.0])
+    for it, score in zip((50, 100, 150, 200), (0.6, 0.6, 0.6, 0.9)):  # one lucky validation
+        state.iteration, state.losses = it, [0.5]
+        record_validation(state, net, score, 1e-3, patience=None, validated=True)
+    assert state.best_score == pytest.approx(0.7)  # (0.6 + 0.6 + 0.9) / 3, not 0.9
+    state.iteration, state.losses = 250, [0.5]
+    record_validation(state, net, 0.3, 1e-3, patience=None, validated=True)
+    assert state.stale == 1 and state.best_score == pytest.approx(0.7)
+    last_only = LoopState(iteration=50, total=100, losses=[0.5])
+    record_validation(last_only, net, 0.8, 1e-3, patience=None, validated=True, keep_best=False)
+    assert last_only.best_state is None and last_only.best_score == pytest.approx(0.8)

@@ -9,9 +9,9 @@ Two presets (``TrainConfig.preset``); ``iterations``, ``crop_size``, ``batch_siz
 ``fast`` (default)
     128 x 128 crops, batch 4, AdamW lr 3e-3 with 5 % linear warm-up then cosine decay
     (one-cycle style), 1000 iterations, bfloat16 autocast on CPUs with native bf16 (else fp32) and
-    channels_last, validation every 50 iterations (at most 8 validation images, centre 256 x 256), early stopping
-    in the second half of the schedule after 4 validations without improvement
-    and the best validated weights kept. See benchmarks/train_speed.py for the measurement.
+    channels_last, validation every 50 iterations (at most 8 validation images, centre 256 x 256), trained
+    to the end and the last weights kept (the schedule's ``keep_best`` / ``patience`` switch to the
+    best validated weights and early stopping). See benchmarks/train_speed.py for the measurement.
 
 ``max_minutes`` compresses the schedule: after a short timing the total number of iterations is
 set to what fits, and the learning-rate schedule is stretched over that total.
@@ -525,7 +525,7 @@ VALIDATION_WINDOW = 3
 
 
 def record_validation(state: LoopState, model: torch.nn.Module, score: float, learning_rate: float,
-                      patience: Optional[int], validated: bool) -> dict[str, Any]:
+                      patience: Optional[int], validated: bool, keep_best: bool = True) -> dict[str, Any]:
     """Append a history row for the iteration just done, keep the best weights, decide on early stopping.
 
     Both compare the mean of the last :data:`VALIDATION_WINDOW` validation scores (``best_score`` is
@@ -556,7 +556,8 @@ def record_validation(state: LoopState, model: torch.nn.Module, score: float, le
         score = float(np.mean(recent)) if recent else score
         if score > state.best_score:
             state.best_score, state.stale = score, 0
-            state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if keep_best:
+                state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             state.stale += 1
         if patience is not None and state.stale >= patience and it >= state.total // 2:
@@ -698,7 +699,7 @@ def train(
             validated = bool(data.val_images)
             score = validation_score(model, data.val_images, data.val_targets, device, use_amp, channels_last,
                                      threshold=data.foreground_factor / (1.0 + data.foreground_factor)) if validated else float("nan")
-            bar.validated(record_validation(state, model, score, lr, sched.patience, validated))
+            bar.validated(record_validation(state, model, score, lr, sched.patience, validated, sched.keep_best))
         bar.step(state)
         if it % tcfg.checkpoint_every == 0 or state.stopped_early:
             checkpoint()
