@@ -166,8 +166,10 @@ def auto_labels(field: dict[str, Any], objects: str) -> np.ndarray:
 
 
 def deepcell_set(objects: str, train_names: list[str], test_names: list[str], args: argparse.Namespace,
-                 out: Path, key: str, title: str, picture_field: str, seeded: bool = False) -> dict[str, Any]:
-    """Train on ``train_names``, score ``test_names``; ``seeded`` (cells): also a ``cell_method = "nuclei"`` model."""
+                 out: Path, key: str, title: str, picture_field: str, seeded: bool = False,
+                 seeded_extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train on ``train_names``, score ``test_names``; ``seeded`` (cells): also a ``cell_method = "nuclei"`` model,
+    trained on ``train_names`` + ``seeded_extra`` (fields with a nuclear stain but no use as cell test fields)."""
     manual_key = "manual_cells" if objects == "cells" else "manual_nuclei"
     train = [deepcell(n) for n in train_names]
     t0 = time.perf_counter()
@@ -179,9 +181,11 @@ def deepcell_set(objects: str, train_names: list[str], test_names: list[str], ar
     seeded_model = None
     if seeded:
         # the default without a cytoplasm stain: a nuclei network, its nuclei grown into cells by the model itself
-        nuclei = [auto_labels(f, "nuclei") for f in train]
-        seeded_model, seeded_s = train_model([f["phase"] for f in train], labels, objects, args, names=["phase"],
-                                             key=f"{key}_nuclei", nuclei=nuclei)
+        extra = [deepcell(n) for n in seeded_extra]
+        nuclei = [auto_labels(f, "nuclei") for f in train + extra]
+        seeded_model, seeded_s = train_model([f["phase"] for f in train + extra], labels + [auto_labels(f, objects) for f in extra],
+                                             objects, args, names=["phase"], key=f"{key}_nuclei", nuclei=nuclei)
+        result["seeded_train"] = train_names + list(seeded_extra)
         result["seeded_model"] = {**model_facts(seeded_model, seeded_s), "cell_extent": seeded_model.cell_extent.to_dict()}
     for name in test_names:
         f = deepcell(name)
@@ -237,7 +241,8 @@ def hela_nuclei(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def hela_cells(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     r = deepcell_set("cells", ["HeLa_s2", "HeLa_s3", "HeLa_s4"],
                      ["HeLa_s5", "HeLa_s6", "HeLa_s7", "3T3_s1", "BMDM_s1", "MCF10A_s2"], args, out, "hela_cells",
-                     "phase -> whole cells (nuclear stain only)", "HeLa_s5", seeded=True)
+                     "phase -> whole cells (nuclear stain only)", "HeLa_s5", seeded=True,
+                     seeded_extra=("3T3_s3", "3T3_s4"))
     f = r["fields"]
     kinds = ["network_vs_manual", "auto_vs_manual", "network_vs_auto",
              "seeded_vs_manual", "seeded_vs_auto", "two_networks_vs_manual", "two_networks_vs_auto"]
