@@ -19,8 +19,8 @@ Data sets (../shared/data; research use, never bundled):
   s2-s4, scored on HeLa s5, s6, s7 against manual cells, and on 3T3 s1, BMDM s1, MCF10A s2 (other
   cell types: the HeLa models and the automatic labels, both against manual cells). Two models: a
   cell network (``cell_method = "network"``: it learns the cell labels) and the default without a
-  cytoplasm stain (``cell_method = "nuclei"``: a nuclei network whose nuclei the model grows into cells
-  over the phase texture, ``seeded_*``); ``two_networks_*`` partitions the cell network's foreground
+  cytoplasm stain (``cell_method = "nuclei"``: a nuclei network, trained on HeLa s2-s4 and 3T3 s3, s4,
+  whose nuclei the model grows into cells over the phase texture, ``seeded_*``); ``two_networks_*`` partitions the cell network's foreground
   between the nuclei of the second;
 - ``isl``: phase planes of a 13-plane z-stack (``--isl-planes``, default z 2, 4, 6, 8, 10) -> nuclei, labels from DAPI; the one
   (top-half) field is split: train on the left part holding 60 % of the nuclei, score on the right
