@@ -5,7 +5,8 @@ Each variant runs ``stainseg segment MODEL IMAGE -o OUT --engine E`` in a fresh 
 (read, check, pre-processing, inference, post-processing, write); start-up is the wall time minus
 them (interpreter, imports, model load, writing run.json). Peak RSS is the child's ``ru_maxrss``.
 ``--tiling tiles`` runs the paper's two-pass 240-px tiles (a model copy with ``tiling = "tiles"``).
-``--cellpose-python PY`` also times Cellpose 3 on the same image (``benchmarks/cellpose_time.py``).
+``--cellpose-python PY`` also times Cellpose 3 on the same image (``benchmarks/cellpose_time.py``), its mask
+step included on the flows a trained model would give for the objects our default finds.
 
     .venv/bin/python benchmarks/whole_process.py MODEL IMAGE [--repeat 3] [--cellpose-python PY]
 """
@@ -75,13 +76,20 @@ def main() -> int:
     for name, r in best.items():
         print(f"  {name:32s} " + " ".join(f"{r[p]:.2f}" for p in PARTS) + f" | {r['startup']:.2f} | {r['wall']:.2f} | {r['rss_gb']:.2f} | {r['cells']}")
     if args.cellpose_python:
-        run = subprocess.run([args.cellpose_python, str(Path(__file__).with_name("cellpose_time.py")), str(args.image)],
-                             capture_output=True, text=True)
+        # our default's labels give the flows a trained Cellpose would output: its mask step is timed on them too
+        run_once(args.model, args.image, work / "out", "onnx")
+        labels = next((work / "out" / "labels").glob("*.tif"))
+        run = subprocess.run([args.cellpose_python, str(Path(__file__).with_name("cellpose_time.py")), str(args.image),
+                              "--flows-from", str(labels)], capture_output=True, text=True)
         if run.returncode == 0:
             res = json.loads(run.stdout.strip().splitlines()[-1])
             ours = best["onnx, overlap tiles (default)"]["wall"]
             print(f"cellpose {res['cellpose']} eval: {res['eval_no_masks_s']:.1f} s without masks, {res['eval_with_masks_s']:.1f} s with masks "
                   f"(network + flows; no start-up counted); ratio to our whole process {res['eval_with_masks_s'] / ours:.1f}x")
+            if "eval_trained_estimate_s" in res:
+                print(f"cellpose mask step on the ideal flows of our {res['objects_given']} objects: {res['mask_step_ideal_flows_s']:.1f} s "
+                      f"({res['objects_from_ideal_flows']} objects found); a trained model's eval with masks "
+                      f"{res['eval_trained_estimate_s']:.1f} s: ratio to our whole process {res['eval_trained_estimate_s'] / ours:.1f}x")
         else:
             print("cellpose failed: " + run.stderr.strip()[-300:])
     print(f"load average after {os.getloadavg()[0]:.1f}")
