@@ -61,7 +61,7 @@ def main() -> int:
         steps = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            found = dynamics.resize_and_compute_masks(flows * 5.0, cellprob, niter=200, cellprob_threshold=0.0,
+            found = dynamics.resize_and_compute_masks((flows * 5.0).astype(np.float32), cellprob, niter=200, cellprob_threshold=0.0,
                                                       flow_threshold=0.4, interp=True, min_size=15,
                                                       max_size_fraction=0.4, device=torch.device("cpu"))
             steps.append(time.perf_counter() - t0)
