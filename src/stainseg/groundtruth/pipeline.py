@@ -109,7 +109,7 @@ def groundtruth_for_set(stains: Mapping[str, np.ndarray], nuclei_channel: str, c
     extras: dict[str, Any] = {"corrected": corrected, "nuclei": nuclei}
     if from_texture:
         extent = extras["cell_extent"] = CellExtent.for_groundtruth(cfg)
-        planes = _label_free_planes(label_free, cfg, nuclei.shape)
+        planes = _label_free_planes(label_free, extent, nuclei.shape)
         labels = extent.grow(planes, nuclei)
         source = extras["label_free"] = project_z(planes)
     elif objects == "cells":
@@ -123,13 +123,13 @@ def groundtruth_for_set(stains: Mapping[str, np.ndarray], nuclei_channel: str, c
     return labels, metrics, extras
 
 
-def _label_free_planes(label_free: np.ndarray, cfg: GroundTruthConfig, shape: tuple[int, ...]) -> np.ndarray:
-    """Label-free input as (C, Y, X) float32, each plane illumination-corrected by its own spline fit."""
+def _label_free_planes(label_free: np.ndarray, extent: CellExtent, shape: tuple[int, ...]) -> np.ndarray:
+    """Label-free input as (C, Y, X) float32, corrected as ``extent`` prescribes (each plane by its own spline fit)."""
     planes = _stack(label_free, "label-free input")
     if planes.shape[-2:] != tuple(shape):
         raise StainsegError(f"label-free input is {planes.shape[-2]} x {planes.shape[-1]} pixels but the nuclear stain "
                             f"is {shape[0]} x {shape[1]}; they must image the same field")
-    return CellExtent.for_groundtruth(cfg).correct(planes)
+    return extent.correct(planes)
 
 
 def preview_png(path: str | Path, image: np.ndarray, labels: np.ndarray, colour: tuple[float, float, float] = (1.0, 0.9, 0.0)) -> Path:
