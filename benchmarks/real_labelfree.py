@@ -27,6 +27,10 @@ Data sets (../shared/data; research use, never bundled):
   part against the classical DAPI labels;
 - ``sephace``: three bright-field planes -> nuclei, labels from DAPI; the one field split likewise.
 
+``--start-from MODEL``: the one-field sets train from that model's weights (``[train] start_from``,
+fine-tuning; e.g. the ``hela_nuclei`` model of ``--models``) and also report the start model alone
+on the middle plane (``start_model_alone_vs_auto``).
+
 Writes ``OUT/<data set>.json`` and ``OUT/<data set>.png`` (a crop of a held-out field: the label-free
 image with the outlines of the automatic labels, the network result and the manual masks).
 
@@ -127,6 +131,8 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
     minutes = args.split_minutes if key in ("isl", "sephace") else args.minutes
     cfg = ExperimentConfig(objects=objects)
     cfg.model.base_width = args.base_width
+    if key in ("isl", "sephace") and args.start_from:  # fine-tuning: the start model's architecture
+        cfg.train.start_from = str(args.start_from)
     model = stainseg.train(images, labels, iterations=args.iterations, objects=objects, input_channels=names, cfg=cfg,
                            crop_size=args.crop_size, batch_size=args.batch_size, max_minutes=minutes,
                            device="cpu", seed=args.seed, progress=args.progress, nuclei=nuclei)
@@ -280,6 +286,12 @@ def split_field(key: str, planes: np.ndarray, stain: np.ndarray, names: list[str
     truth, pred = clear_border(labels[test]), clear_border(net[test])
     row = {"shape": list(planes.shape), "cut_column": cut, "segment_seconds": round(seg_s, 2),
            "network_vs_auto": scores(truth, pred)}
+    if args.start_from:  # the start model alone on the middle plane (no training on this field)
+        start = stainseg.Model.load(args.start_from, device="cpu")
+        if start.in_channels == 1:
+            alone = start.segment(planes[planes.shape[0] // 2])
+            row["start_model_alone_vs_auto"] = scores(truth, clear_border(alone[test]))
+            row["start_from"] = str(args.start_from)
     v = row["network_vs_auto"]
     print(f"{key:<12} test part  network_vs_auto: {v['percent_f06']:5.1f}% F1 {v['f1']:.3f} n {v['n_pred']}/{v['n_truth']}", flush=True)
     image = planes[planes.shape[0] // 2][test]
@@ -325,6 +337,8 @@ def main() -> int:
     ap.add_argument("--train-fraction", type=float, default=0.6, help="split fields (isl, sephace): the left part holding this fraction of the nuclei trains")
     ap.add_argument("--isl-planes", default="2,4,6,8,10", help="isl: the phase z-planes used as input channels (default: the five the package bundles)")
     ap.add_argument("--crop-picture", type=int, default=320)
+    ap.add_argument("--start-from", type=Path, default=None,
+                    help="isl, sephace: fine-tune from this model folder ([train] start_from), e.g. a phase->nuclei model of --models")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--models", type=Path, default=None, help="save each trained model in MODELS/<data set>")
     ap.add_argument("--reuse", action="store_true", help="load the models of --models instead of training again")

@@ -160,6 +160,9 @@ class TrainConfig:
     """One model per well (the paper's recommendation against inter-well variation)."""
     max_minutes: Optional[float] = None
     """Stop training after this many minutes (the schedule is compressed to fit)."""
+    start_from: Optional[str] = None
+    """A model folder whose network weights training starts from (fine-tuning; relative to the TOML file).
+    Its architecture is used; the number of input planes may differ (:mod:`stainseg.train.start`)."""
 
 
 @dataclass
@@ -203,6 +206,9 @@ class SegmentConfig:
     engine: Literal["auto", "torch", "onnx"] = "auto"
     """Inference engine: ``"auto"`` runs ONNX Runtime on the CPU when the model folder has ``model.onnx``
     (written at training) and torch on a CUDA GPU or for older folders; ``"torch"`` / ``"onnx"`` force one."""
+    blockwise_pixels: int = 4096 * 4096
+    """``stainseg segment`` segments an image with more pixels per plane (Y x X) than this, and every zarr input,
+    block-wise (:mod:`stainseg.segment.blockwise`: bands of rows, labels to ``OUT/labels/<name>.ome.zarr``)."""
 
     def instance_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`stainseg.segment.instances.probability_to_labels` set here
@@ -449,6 +455,8 @@ def _check_values(cfg: ExperimentConfig, where: str) -> None:
         raise bad("segment.min_depth", "must be >= 0 (px; 0 = no merging of touching basins)")
     if cfg.segment.dilation is not None and (cfg.segment.dilation < 1 or cfg.segment.dilation % 2 == 0):
         raise bad("segment.dilation", "must be an odd number >= 1 (1 = no dilation)")
+    if cfg.segment.blockwise_pixels < 1:
+        raise bad("segment.blockwise_pixels", "must be >= 1 (pixels per plane above which an image is segmented block-wise)")
     for key in ("iterations", "crop_size", "batch_size"):
         value = getattr(cfg.train, key)
         if value is not None and value < 1:

@@ -103,6 +103,13 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
     elif nuclei is not None:
         raise StainsegError(f"nuclei labels are used only for objects = \"cells\" with cell_method \"nuclei\" (this is "
                             f"objects = {cfg.objects!r}, cell_method {cfg.cell_method!r}); leave them out")
+    if cfg.train.start_from:  # fine-tuning: the start model's architecture, this run's input planes
+        from stainseg.train.start import start_weights
+
+        net_cfg = copy.deepcopy(net_cfg)
+        net_cfg.train.start_from = str(cfg.resolve_path(cfg.train.start_from))
+        net_cfg.model.in_channels = n_in
+        _, net_cfg.model = start_weights(net_cfg.train.start_from, net_cfg.model)
     model = Model.new(names, cfg=net_cfg, plane_names=planes)
     if route == "nuclei":
         from stainseg.groundtruth.extent import CellExtent
@@ -119,6 +126,8 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
     model.history = result.history
     model.info.update(result.info)
     model.info.update(facts or {})
+    if net_cfg.train.start_from:
+        model.info["start_from"] = net_cfg.train.start_from
     if route == "nuclei":
         model.info["cell_method"] = "nuclei"
     if calibrate:

@@ -597,6 +597,17 @@ class _Progress:
             self.bar.close()
 
 
+def start_from(model: torch.nn.Module, cfg: ExperimentConfig) -> None:
+    """Load ``cfg.train.start_from``'s weights into ``model`` (:mod:`stainseg.train.start`)."""
+    from stainseg.train.start import start_weights
+
+    state, arch = start_weights(cfg.resolve_path(cfg.train.start_from), cfg.model)
+    if arch != cfg.model:
+        raise StainsegError(f"{cfg.train.start_from}: its network ({arch}) differs from [model] ({cfg.model}); "
+                            "remove the [model] settings so that the start model's architecture is used")
+    model.load_state_dict(state)
+
+
 def train(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
@@ -673,6 +684,8 @@ def train(
     ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.is_file():
         load_checkpoint(ckpt_path, session, cfg, device)
+    elif tcfg.start_from:
+        start_from(model, cfg)
     state = session.state
 
     def checkpoint() -> None:
