@@ -32,10 +32,7 @@ class OverlapTable:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> truth = np.array([[1, 1, 1, 0, 2, 2]])
-    >>> pred = np.array([[3, 3, 0, 0, 2, 4]])
-    >>> table = overlap_table(truth, pred)
+    >>> table = overlap_table(np.array([[1, 1, 1, 0, 2, 2]]), np.array([[3, 3, 0, 0, 2, 4]]))
     >>> table.truth_labels.tolist(), table.pred_labels.tolist(), table.pair_overlap.tolist()
     ([1, 2], [2, 3, 4], [2, 1, 1])
     """
@@ -54,26 +51,15 @@ class OverlapTable:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> truth = np.array([[1, 1, 1, 0, 2, 2]])
-        >>> pred = np.array([[3, 3, 0, 0, 2, 4]])
-        >>> overlap_table(truth, pred).n_truth
-        2
+        >>> table = overlap_table(np.array([[1, 1, 1, 0, 2, 2]]), np.array([[3, 3, 0, 0, 2, 4]]))
+        >>> table.n_truth, table.n_pred
+        (2, 3)
         """
         return int(self.truth_labels.size)
 
     @property
     def n_pred(self) -> int:
-        """Number of predicted objects.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> truth = np.array([[1, 1, 1, 0, 2, 2]])
-        >>> pred = np.array([[3, 3, 0, 0, 2, 4]])
-        >>> overlap_table(truth, pred).n_pred
-        3
-        """
+        """Number of predicted objects (example: :attr:`n_truth`)."""
         return int(self.pred_labels.size)
 
     def pair_iou(self) -> np.ndarray:
@@ -81,26 +67,15 @@ class OverlapTable:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> truth = np.array([[1, 1, 1, 0, 2, 2]])
-        >>> pred = np.array([[3, 3, 0, 0, 2, 4]])
-        >>> overlap_table(truth, pred).pair_iou().round(3).tolist()
-        [0.667, 0.5, 0.5]
+        >>> table = overlap_table(np.array([[1, 1, 1, 0, 2, 2]]), np.array([[3, 3, 0, 0, 2, 4]]))
+        >>> table.pair_iou().round(3).tolist(), table.pair_dice().round(3).tolist()
+        ([0.667, 0.5, 0.5], [0.8, 0.667, 0.667])
         """
         union = self.truth_areas[self.pair_truth] + self.pred_areas[self.pair_pred] - self.pair_overlap
         return self.pair_overlap / union
 
     def pair_dice(self) -> np.ndarray:
-        """Dice coefficient (the paper's F-score) of every overlapping pair.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> truth = np.array([[1, 1, 1, 0, 2, 2]])
-        >>> pred = np.array([[3, 3, 0, 0, 2, 4]])
-        >>> overlap_table(truth, pred).pair_dice().round(3).tolist()
-        [0.8, 0.667, 0.667]
-        """
+        """Dice coefficient (the paper's F-score) of every overlapping pair (example: :meth:`pair_iou`)."""
         total = self.truth_areas[self.pair_truth] + self.pred_areas[self.pair_pred]
         return 2.0 * self.pair_overlap / total
 
@@ -109,10 +84,8 @@ class OverlapTable:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> truth = np.array([[1, 1, 1, 0, 2, 2]])
-        >>> pred = np.array([[3, 3, 0, 0, 2, 4]])
-        >>> overlap_table(truth, pred).dense().tolist()    # rows: truth 1, 2; columns: pred 2, 3, 4
+        >>> table = overlap_table(np.array([[1, 1, 1, 0, 2, 2]]), np.array([[3, 3, 0, 0, 2, 4]]))
+        >>> table.dense().tolist()    # rows: truth 1, 2; columns: pred 2, 3, 4
         [[0, 2, 0], [1, 0, 1]]
         """
         out = np.zeros((self.n_truth, self.n_pred), dtype=np.int64)
@@ -169,10 +142,7 @@ def overlap_table(truth: np.ndarray, pred: np.ndarray) -> OverlapTable:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> truth = np.array([[1, 1, 1, 0, 2, 2]])
-    >>> pred = np.array([[3, 3, 0, 0, 2, 4]])
-    >>> table = overlap_table(truth, pred)
+    >>> table = overlap_table(np.array([[1, 1, 1, 0, 2, 2]]), np.array([[3, 3, 0, 0, 2, 4]]))
     >>> table.truth_areas.tolist(), table.pred_areas.tolist()
     ([3, 2], [1, 2, 1])
     """
