@@ -552,6 +552,13 @@ class Model:
         """
         return self.run(raw, **overrides)["labels"]
 
+    def segment_blockwise(self, image: Any, out: str | Path, **options: Any) -> Any:
+        """Segment one huge image (TIFF, zarr or array) band by band into ``out/labels/<name>.ome.zarr``, with this
+        model's preprocessing and settings: :func:`stainseg.segment.blockwise.segment_blockwise` (its options too)."""
+        from stainseg.segment.blockwise import segment_blockwise
+
+        return segment_blockwise(self, image, out, **options)
+
     # ------------------------------------------------------------------ calibration
     def calibrate(self, images: Sequence[Any], labels: Sequence[np.ndarray], prepared: bool = False,
                   dilation: bool = True, statistics: Optional[dict[str, Any]] = None,
