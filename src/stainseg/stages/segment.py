@@ -1,6 +1,8 @@
 """`stainseg segment`: a model directory applied to image files or to every image set of an experiment.
 
-Outputs: ``OUT/labels/<name>.tif``, ``OUT/cells.csv`` (one row per cell), ``OUT/index.csv``
+Outputs: ``OUT/labels/<name>.tif`` (``OUT/labels/<name>.ome.zarr`` for an image segmented block-wise:
+a zarr input, or planes above ``[segment] blockwise_pixels``; :mod:`stainseg.stages.segment_blockwise`),
+``OUT/cells.csv`` (one row per cell), ``OUT/index.csv``
 (experiment mode), optional ``OUT/probability/`` and ``OUT/uncertainty/``, ``OUT/run.json``.
 A model of cells grown from nuclei (``model.network_objects == "nuclei"`` for ``objects = "cells"``)
 also writes the network's nuclei, ``OUT/nuclei/<name>.tif`` (nucleus ``k`` inside cell ``k``), named
@@ -23,7 +25,9 @@ from stainseg.errors import StainsegError
 from stainseg.io.atomic import read_csv, remove_stale_temps, write_csv, write_json
 from stainseg.io.images import read_image, write_image, write_labels
 from stainseg.io.lock import folder_lock
+from stainseg.segment.blockwise import remove_stale_dirs
 from stainseg.stages.parallel import map_tasks, note_load
+from stainseg.stages.segment_blockwise import blockwise_inputs, read_any_labels, run_blockwise_task
 from stainseg.provenance import provenance
 
 @dataclass
@@ -113,11 +117,16 @@ def _load_task(task: dict[str, Any]) -> dict[str, Any]:
     """Stage 1 of a segment task: read the input (or return the finished record with ``--resume``)."""
     out = Path(task["out"])
     name = task["name"]
-    label_path, record_path = out / "labels" / f"{name}.tif", out / "records" / f"{name}.json"
-    if task["resume"] and label_path.exists() and record_path.exists():
-        return {"record": json.loads(record_path.read_text())}
+    record_path = out / "records" / f"{name}.json"
+    if task["resume"] and record_path.exists():
+        record = json.loads(record_path.read_text())
+        if Path(record.get("label_file", out / "labels" / f"{name}.tif")).exists():
+            return {"record": record}
     t0 = time.perf_counter()
     model = _loaded(task["model"], task.get("engine"))
+    big = blockwise_inputs(task, model)  # a zarr, or planes above [segment] blockwise_pixels: never read whole
+    if big is not None:
+        return {"task": task, "blockwise": big, "timings": {"read_s": time.perf_counter() - t0}}
     n_in = model.in_channels
     if task.get("channels"):
         from stainseg.io.layout import ImageSet
@@ -148,6 +157,8 @@ def _compute_task(state: dict[str, Any]) -> dict[str, Any]:
         return state
     model = _loaded(state["task"]["model"], state["task"].get("engine"))
     model.preprocessing.constant_illumination = bool(state["task"].get("constant_illumination"))
+    if "blockwise" in state:
+        return {"record": run_blockwise_task(state, model)}
     stack = state["stack"]
     flags = None
     if state["task"].get("skip_flagged"):
@@ -227,6 +238,7 @@ def _run(model_dir: Path, facts: tuple[dict[str, Any], dict[str, Any]], tasks: l
             (out / sub).mkdir(parents=True, exist_ok=True)
         for sub in ("", "labels", "records", "probability", "uncertainty", "nuclei"):
             remove_stale_temps(out / sub)  # left by a killed run; safe under the lock
+            remove_stale_dirs(out / sub)  # the block-wise path's temporary zarr folders
         result = map_tasks(_segment_task, tasks, names, workers=workers, scheduler=scheduler, desc="segment",
                            shared=[str(out.resolve()), str(model_dir.resolve())], stages=(_load_task, _compute_task, _finish_task))
         rows = [r for r in result.results if r is not None]
@@ -238,7 +250,7 @@ def _run(model_dir: Path, facts: tuple[dict[str, Any], dict[str, Any]], tasks: l
         if output_format == "ome-zarr":
             from stainseg.io.omezarr import write_plate_labels
 
-            write_plate_labels(out / "labels.ome.zarr", rows)
+            write_plate_labels(out / "labels.ome.zarr", rows, read=read_any_labels)
         seconds = time.time() - t0
         flags = {row["name"]: row["flag_reasons"] for row in rows if row.get("flags")}
         write_json(out / "run.json", {"stage": "segment", "model": str(model_dir), "model_meta": meta, **provenance(),
