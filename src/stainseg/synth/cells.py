@@ -43,7 +43,6 @@ class CellFields:
 
     Examples
     --------
-    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> pop = seed_population(rng, 96, CellParams())
     >>> fields = render_cells(pop, 96, make_textures(rng))
@@ -98,7 +97,6 @@ def render_cells(pop: Population, size: int, textures: dict[str, np.ndarray], mi
 
     Examples
     --------
-    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> pop = seed_population(rng, 96, CellParams())
     >>> fields = render_cells(pop, 96, make_textures(rng))

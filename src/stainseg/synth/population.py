@@ -62,9 +62,7 @@ class Population:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> pop = seed_population(rng, 96, CellParams())
+    >>> pop = seed_population(np.random.default_rng(0), 96, CellParams())
     >>> len(pop) == len(pop.track) == len(pop.y)
     True
     """
@@ -102,9 +100,7 @@ class Population:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(0)
-        >>> pop = seed_population(rng, 96, CellParams())
+        >>> pop = seed_population(np.random.default_rng(0), 96, CellParams())
         >>> len(pop.take(pop.x < 48)) < len(pop)
         True
         """
@@ -115,9 +111,7 @@ class Population:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(0)
-        >>> pop = seed_population(rng, 96, CellParams())
+        >>> pop = seed_population(np.random.default_rng(0), 96, CellParams())
         >>> len(pop.concat(pop)) == 2 * len(pop)
         True
         """
@@ -159,9 +153,7 @@ def seed_population(rng: np.random.Generator, size: int, params: CellParams) -> 
 
     Examples
     --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> pop = seed_population(rng, 96, CellParams())
+    >>> pop = seed_population(np.random.default_rng(0), 96, CellParams())
     >>> bool(pop.track[0] == 1 and (pop.parent == 0).all())   # tracks numbered from 1, no parents yet
     True
     """
@@ -240,7 +232,6 @@ def step_population(rng: np.random.Generator, pop: Population, size: int, params
 
     Examples
     --------
-    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> pop = seed_population(rng, 96, CellParams())
     >>> before = pop.y.copy()
