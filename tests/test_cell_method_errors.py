@@ -9,20 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from _templates import write_cells_experiment
 from stainseg.cli import main
-
-EXPERIMENT = """root = "images"
-pattern = '(?P<site>s\\d)_(?P<channel>phase|dapi)\\.tif'
-objects = "cells"
-{extra}
-[channels]
-input = ["phase"]
-nuclei = "dapi"
-{cytoplasm}
-[train]
-iterations = 1
-crop_size = 64
-"""
 
 
 def _run(capsys, *argv) -> tuple[int, str]:
@@ -40,9 +28,7 @@ def _experiment(tmp_path: Path, extra: str = "", cytoplasm: str = "") -> Path:
     part = np.s_[:192, :192]  # a corner of the bundled crop with several nuclei
     tifffile.imwrite(images / "s1_phase.tif", sample["phase"][0][part])
     tifffile.imwrite(images / "s1_dapi.tif", sample["dapi"][part])
-    path = tmp_path / "exp.toml"
-    path.write_text(EXPERIMENT.format(extra=extra, cytoplasm=cytoplasm))
-    return path
+    return write_cells_experiment(tmp_path, extra, cytoplasm, train="iterations = 1\ncrop_size = 64")
 
 
 @pytest.mark.parametrize("extra, cytoplasm, message", [

@@ -14,25 +14,10 @@ import pytest
 import tifffile
 
 import stainseg
+from _templates import write_cells_experiment
 from stainseg.config import ChannelsConfig, ExperimentConfig, GroundTruthConfig, load_config, save_config
 from stainseg.errors import StainsegError
 from stainseg.groundtruth.extent import CellExtent, texture_foreground, typical_nucleus_area
-
-EXPERIMENT = """root = "images"
-pattern = '(?P<site>s\\d)_(?P<channel>phase|dapi)\\.tif'
-objects = "cells"
-{extra}
-[channels]
-input = ["phase"]
-nuclei = "dapi"
-{cytoplasm}
-"""
-
-
-def _experiment(tmp_path: Path, extra: str = "", cytoplasm: str = "") -> Path:
-    path = tmp_path / "exp.toml"
-    path.write_text(EXPERIMENT.format(extra=extra, cytoplasm=cytoplasm))
-    return path
 
 
 def _assert_cells_of_nuclei(cells: np.ndarray, nuclei: np.ndarray, planes: np.ndarray, extent: CellExtent) -> None:
@@ -49,12 +34,12 @@ def _assert_cells_of_nuclei(cells: np.ndarray, nuclei: np.ndarray, planes: np.nd
 # ----------------------------------------------------------------------------- config
 
 def test_cells_without_cytoplasm_resolve_to_nuclei(tmp_path: Path) -> None:
-    cfg = load_config(_experiment(tmp_path))
+    cfg = load_config(write_cells_experiment(tmp_path))
     assert cfg.cell_method == "auto" and cfg.cell_route() == "nuclei"
     assert cfg.dilation() == 3  # the network segments nuclei
-    with_stain = load_config(_experiment(tmp_path, cytoplasm='cytoplasm = "ct"'))
+    with_stain = load_config(write_cells_experiment(tmp_path, cytoplasm='cytoplasm = "ct"'))
     assert with_stain.cell_route() == "network" and with_stain.dilation() == 9  # the paper's path, unchanged
-    network = load_config(_experiment(tmp_path, extra='cell_method = "network"'))
+    network = load_config(write_cells_experiment(tmp_path, extra='cell_method = "network"'))
     assert network.cell_route() == "network" and network.dilation() == 9
     assert ExperimentConfig(objects="nuclei", cell_method="nuclei").cell_route() == "network"  # ignored for nuclei
     # the key survives a save and load
@@ -67,7 +52,7 @@ def test_cells_without_cytoplasm_resolve_to_nuclei(tmp_path: Path) -> None:
     ('cell_method = "nuclei"', 'cytoplasm = "ct"', "key 'cell_method' = \"nuclei\" grows cells over the label-free texture"),
 ])
 def test_bad_cell_method_is_one_line(tmp_path: Path, extra: str, cytoplasm: str, expected: str) -> None:
-    path = _experiment(tmp_path, extra, cytoplasm)
+    path = write_cells_experiment(tmp_path, extra, cytoplasm)
     with pytest.raises(StainsegError) as info:
         load_config(path)
     message = str(info.value)
@@ -204,7 +189,7 @@ def test_file_stages_train_and_segment_cells_from_nuclei(isl, tmp_path: Path) ->
     for site, part in (("s1", np.s_[:, :256]), ("s2", np.s_[:, 256:])):
         tifffile.imwrite(images / f"{site}_phase.tif", isl["phase"][0][part])
         tifffile.imwrite(images / f"{site}_dapi.tif", isl["dapi"][part])
-    exp = _experiment(tmp_path, extra="")
+    exp = write_cells_experiment(tmp_path, extra="")
     exp.write_text(exp.read_text() + '\n[split]\ntest_sites = ["s2"]\n[train]\niterations = 4\ncrop_size = 64\n')
     assert main(["train", str(exp), "-o", str(tmp_path / "MODEL")]) == 0
     gt = tmp_path / "MODEL" / "groundtruth"
