@@ -2,7 +2,9 @@
 
 - :mod:`stainseg.export.apply` — run a model directory on in-memory planes (the one entry point
   that the napari widgets and the CellProfiler module call);
-- :mod:`stainseg.export.bioimageio` — write a BioImage Model Zoo package (``stainseg export``).
+- :mod:`stainseg.export.bioimageio` — write a BioImage Model Zoo package (``stainseg export``), from
+  its parts: ``bioimageio_net`` (the network wrapper), ``bioimageio_weights`` (TorchScript, ONNX),
+  ``bioimageio_sample`` (test image, cover) and ``bioimageio_readme`` (README, environment).
 """
 
 from stainseg.export.apply import segment_planes
