@@ -197,15 +197,17 @@ def _open_one(path: Path, n_channels: Optional[int]) -> tuple[RowReader, int, tu
         return _array_reader(node, tuple(node.shape), kept, layout), planes, yx, np.dtype(node.dtype), []
     import tifffile
 
-    from stainseg.io.images import _sniff
+    from stainseg.io.images import _quiet_readers, _sniff
 
     kind = _sniff(path)
     if kind != "tiff":
         raise StainsegError(f"is a {kind.upper()} file; block-wise segmentation reads TIFF or zarr, convert it", path)
+    tif = None
     try:
-        tif = tifffile.TiffFile(path)
-        series = tif.series[0]
-        shape, dtype = tuple(series.shape), np.dtype(series.dtype).newbyteorder(tif.byteorder)
+        with _quiet_readers():  # what is wrong with a file is reported once, as the one-line error
+            tif = tifffile.TiffFile(path)
+            series = tif.series[0]
+            shape, dtype = tuple(series.shape), np.dtype(series.dtype).newbyteorder(tif.byteorder)
         kept, layout = _layout(shape, n_channels, path)
         planes, yx = _planes(kept, layout)
         if series.dataoffset is not None:
@@ -216,9 +218,11 @@ def _open_one(path: Path, n_channels: Optional[int]) -> tuple[RowReader, int, tu
         store = series.aszarr()
         array = zarr.open(store, mode="r")
         return _array_reader(array, shape, kept, layout), planes, yx, dtype, [store.close, tif.close]
-    except StainsegError:
-        raise
     except Exception as exc:  # corrupt files raise many kinds of errors
+        if tif is not None:
+            tif.close()
+        if isinstance(exc, StainsegError):
+            raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StainsegError(f"cannot read TIFF ({reason}); the file is corrupt or truncated, re-export it", path) from None
 
