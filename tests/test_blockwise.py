@@ -366,3 +366,20 @@ def test_a_trained_model_gives_the_same_objects_blockwise(bbbc039, tmp_path):
     whole = model.segment(mosaic)
     result = segment_blockwise(model, tmp_path / "mosaic.tif", tmp_path / "out", band=256)
     assert _f1(whole, np.asarray(read_blockwise_labels(result.labels_path))) >= 0.99
+
+
+@pytest.mark.data
+def test_kept_probabilities_and_uncertainty_are_the_whole_image_maps(bbbc039, tmp_path):
+    """--save-probability / --save-uncertainty: zarr maps equal to Model.run's (the paper's two-pass tiles for the uncertainty)."""
+    import zarr
+
+    mosaic = _mosaic(bbbc039, 2)[:700, :900]
+    model = _model()
+    whole = model.run(mosaic, tiling="tiles", two_pass=True)
+    result = segment_blockwise(model, mosaic, tmp_path, name="m", band=200, save_probability=True, save_uncertainty=True)
+    assert result.probability_path == tmp_path / "probability" / "m.zarr"
+    assert np.abs(np.asarray(zarr.open_array(str(result.probability_path), mode="r")) - whole["probability"]).max() < 1e-5
+    assert np.abs(np.asarray(zarr.open_array(str(result.uncertainty_path), mode="r")) - whole["uncertainty"]).max() < 1e-5
+    assert _f1(whole["labels"], np.asarray(read_blockwise_labels(result.labels_path))) >= 0.99
+    assert all("uncertainty" in row for row in result.cells)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels", "probability", "uncertainty"]
