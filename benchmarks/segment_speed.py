@@ -9,9 +9,11 @@ read, ``model.prepare``, post-processing and write, with the inference replaced 
 whole-image forward of the same network (no tiling, no batch-norm folding, no channels_last, no bfloat16). Post-processing is also timed on a realistic
 probability map with ~1000 touching cells (a random network's output is not realistic).
 
-``--big``: a 16384 x 16384 single-channel uint16 zarr, segmented block-wise: probabilities
-to a zarr in row bands, then instance labels in row bands with overlap (see
-:func:`stainseg.segment.instances.labels_blockwise`), with the peak RSS reported (``resource.getrusage``).
+``--big``: ``benchmarks/big_image.py``: a 16384 x 16384 uint16 mosaic of real BBBC039 fields through
+the real ``stainseg segment`` path (block-wise above ``[segment] blockwise_pixels``: the model's own
+preprocessing band by band, streamed tiles, instance bands, OME-Zarr labels), a model trained on BBBC039
+(``--model``, default ``/tmp/run039b/model`` or a tiny one trained there), with the time and the peak RSS
+of the segmenting process. (It replaced a version that normalised with its own percentiles and ran random weights.)
 
 ``--model MODEL [--image PLANE ...]``: a trained model folder (``Model.load``) instead of random
 weights (its preprocessing, tile size, threshold, minimum size and dilation), on the given image: one (C, Y, X) stack or one
@@ -25,7 +27,7 @@ Usage::
 
     .venv/bin/python benchmarks/segment_speed.py [--repeat 3] [--compile]
     .venv/bin/python benchmarks/segment_speed.py --model MODEL --image Z0.tif Z1.tif Z2.tif [--cellpose-python PY]
-    .venv/bin/python benchmarks/segment_speed.py --big [--big-size 16384] [--workdir DIR]
+    .venv/bin/python benchmarks/segment_speed.py --big [--big-size 16384] [--model MODEL] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -43,12 +45,10 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from stainseg.config import ModelConfig
 from stainseg.io.images import read_image, write_labels
 from stainseg.model import Model
-from stainseg.network import StainNet, native_bf16
-from stainseg.preprocess import normalize
-from stainseg.segment.instances import labels_blockwise, probability_to_labels
+from stainseg.network import native_bf16
+from stainseg.segment.instances import probability_to_labels
 from stainseg.segment.predictor import TorchPredictor, predict_whole_naive
 from stainseg.segment.tiling import predict_tiled
 
@@ -93,11 +93,6 @@ def realistic_probability(cells: np.ndarray) -> np.ndarray:
     edge = ndi.morphological_gradient(cells, size=3) > 0
     boundary = np.minimum(ndi.gaussian_filter(edge.astype(np.float32), 1.0) * 2, 1) * fg
     return np.stack([1 - fg, np.clip(fg - boundary, 0, 1), boundary])
-
-
-def random_model(in_channels: int) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return StainNet(ModelConfig(in_channels=in_channels)).eval()
 
 
 def _timed(fn, *args, **kwargs):
@@ -242,78 +237,13 @@ def cellpose_ratio(args, path: Path, ours_s: float) -> None:
 # --------------------------------------------------------------------------- big images
 
 
-def make_big_zarr(path: Path, size: int, band: int = 2048, seed: int = 0):
-    """Write a (1, size, size) uint16 synthetic image to zarr band by band (bounded memory)."""
-    import zarr
-
-    z = zarr.open(str(path), mode="w", shape=(1, size, size), dtype="u2", chunks=(1, 1024, 1024))
-    for i, y0 in enumerate(range(0, size, band)):
-        h = min(band, size - y0)
-        cells = synthetic_cells((h, size), n_cells=int(1000 * h * size / 2048**2), seed=seed + i)
-        z[:, y0 : y0 + h] = synthetic_image(cells, 1, seed=seed + i)
-    return z
-
-
-def normalizing(predictor, image, n_samples: int = 16, seed: int = 0):
-    """Wrap ``predictor`` with the robust normalisation of :func:`stainseg.preprocess.normalize`,
-    its percentiles and median estimated from ``n_samples`` random 512^2 windows of ``image``
-    (a zarr), so that tiles can be normalised one by one."""
-    rng = np.random.default_rng(seed)
-    _, height, width = image.shape
-    samples = []
-    for _ in range(n_samples):
-        y, x = rng.integers(0, max(1, height - 512)), rng.integers(0, max(1, width - 512))
-        samples.append(np.asarray(image[:, y : y + 512, x : x + 512], dtype=np.float32))
-    sample = np.concatenate(samples, axis=2)
-    lo = np.percentile(sample, 0.5, axis=(1, 2))[:, None, None]
-    hi = np.percentile(sample, 99.5, axis=(1, 2))[:, None, None]
-    median = np.median(np.clip((sample - lo) / (hi - lo), 0, 1), axis=(1, 2))[:, None, None]
-    # sanity: the same as normalize() on the sample
-    assert np.allclose(np.clip((sample - lo) / (hi - lo), 0, 1) - median, normalize(sample), atol=0.02)
-
-    def wrapped(batch):
-        return predictor(np.clip((batch - lo) / (hi - lo), 0, 1) - median)
-
-    return wrapped
-
-
 def run_big(args) -> None:
-    import zarr
+    """The real block-wise path on a huge mosaic of real fields: ``benchmarks/big_image.py``."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from big_image import main as big_image
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="segspeed-big-"))
-    work.mkdir(parents=True, exist_ok=True)
-    size = args.big_size
-    print(f"big mode: {size} x {size} single-channel uint16 zarr in {work}; load average {os.getloadavg()[0]:.2f}")
-    # the synthetic input is made in a child process, so that the peak RSS below is the segmentation's
-    import multiprocessing
-
-    maker = multiprocessing.get_context("spawn").Process(target=make_big_zarr, args=(work / "image.zarr", size))
-    _, dt = _timed(lambda: (maker.start(), maker.join()))
-    if maker.exitcode != 0:
-        raise SystemExit(f"making the synthetic input failed (exit code {maker.exitcode})")
-    print(f"  synthetic input written in {dt:.1f} s (child process); peak RSS here {peak_rss_gb():.2f} GB")
-    image = zarr.open(str(work / "image.zarr"), mode="r")
-    model = random_model(1)
-    predictor = normalizing(TorchPredictor(model, device="cpu", bfloat16=True), image)
-    K = model.n_classes
-    prob = zarr.open(str(work / "prob.zarr"), mode="w", shape=(K, size, size), dtype="f2", chunks=(K, 1024, 1024))
-    unc = zarr.open(str(work / "uncertainty.zarr"), mode="w", shape=(size, size), dtype="f2", chunks=(1024, 1024))
-    last = [time.perf_counter()]
-
-    def progress(done, total):
-        if time.perf_counter() - last[0] > 30:
-            last[0] = time.perf_counter()
-            print(f"    tiles {done}/{total}, peak RSS {peak_rss_gb():.2f} GB", flush=True)
-
-    _, t_inf = _timed(predict_tiled, image, predictor, 240, True, 8, prob, True, unc, progress=progress)
-    print(f"  tiled inference → prob.zarr + uncertainty.zarr: {t_inf:.1f} s, peak RSS {peak_rss_gb():.2f} GB", flush=True)
-    labels = zarr.open(str(work / "labels.zarr"), mode="w", shape=(size, size), dtype="u4", chunks=(1024, 1024))
-    n, t_post = _timed(labels_blockwise, prob, labels, 1024, 128, 0.5, 3)
-    print(f"  instance labels block-wise → labels.zarr: {t_post:.1f} s, {n} objects, peak RSS {peak_rss_gb():.2f} GB")
-    print(f"big mode total {t_inf + t_post:.1f} s (without making the input); peak RSS {peak_rss_gb():.2f} GB "
-          f"({'<' if peak_rss_gb() < 4 else '>='} 4 GB); load average {os.getloadavg()[0]:.2f}")
-    if not args.workdir:
-        shutil.rmtree(work, ignore_errors=True)
+    big_image(["--size", str(args.big_size)] + (["--model", args.model] if args.model else [])
+              + (["--workdir", args.workdir] if args.workdir else []))
 
 
 def main(argv=None) -> None:
@@ -321,7 +251,7 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=2048, help="side of the test image (default 2048)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per variant; the best is reported")
     parser.add_argument("--compile", action="store_true", help="torch.compile our tiled predictor")
-    parser.add_argument("--big", action="store_true", help="block-wise segmentation of a huge zarr image")
+    parser.add_argument("--big", action="store_true", help="block-wise segmentation of a huge BBBC039 mosaic (benchmarks/big_image.py)")
     parser.add_argument("--big-size", type=int, default=16384)
     parser.add_argument("--workdir", help="keep the files here (default: a temporary folder, removed)")
     parser.add_argument("--model", help="a trained model directory instead of random weights")
