@@ -131,6 +131,7 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
     minutes = args.split_minutes if key in ("isl", "sephace") else args.minutes
     cfg = ExperimentConfig(objects=objects)
     cfg.model.base_width = args.base_width
+    cfg.train.augment_rotate, cfg.train.augment_intensity = args.rotate, args.intensity
     if key in ("isl", "sephace") and args.start_from:  # fine-tuning: the start model's architecture
         cfg.train.start_from = str(args.start_from)
     model = stainseg.train(images, labels, iterations=args.iterations, objects=objects, input_channels=names, cfg=cfg,
@@ -339,6 +340,8 @@ def main() -> int:
     ap.add_argument("--crop-picture", type=int, default=320)
     ap.add_argument("--start-from", type=Path, default=None,
                     help="isl, sephace: fine-tune from this model folder ([train] start_from), e.g. a phase->nuclei model of --models")
+    ap.add_argument("--rotate", action="store_true", help="[train] augment_rotate: all eight rotations/reflections of the crops")
+    ap.add_argument("--intensity", type=float, default=0.0, help="[train] augment_intensity (0: off)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--models", type=Path, default=None, help="save each trained model in MODELS/<data set>")
     ap.add_argument("--reuse", action="store_true", help="load the models of --models instead of training again")

@@ -160,6 +160,11 @@ class TrainConfig:
     """One model per well (the paper's recommendation against inter-well variation)."""
     max_minutes: Optional[float] = None
     """Stop training after this many minutes (the schedule is compressed to fit)."""
+    augment_rotate: bool = False
+    """Besides the paper's flips, transpose crops at random: all eight rotations and reflections."""
+    augment_intensity: float = 0.0
+    """Random contrast (gain ``exp(U(-s, s))``) and level (``U(-s, s)`` x inter-quartile spread) per input plane
+    and crop; 0 = off (the paper)."""
     start_from: Optional[str] = None
     """A model folder whose network weights training starts from (fine-tuning; relative to the TOML file).
     Its architecture is used; the number of input planes may differ (:mod:`stainseg.train.start`)."""

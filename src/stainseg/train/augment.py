@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-__all__ = ["targets_from_labels", "mirror_extend", "mirror_crop", "random_sample", "BACKGROUND", "INTERIOR", "BOUNDARY"]
+__all__ = ["targets_from_labels", "mirror_extend", "mirror_crop", "random_sample", "jitter_intensity", "BACKGROUND", "INTERIOR", "BOUNDARY"]
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 
@@ -130,6 +130,7 @@ def random_sample(
     crop_size: int,
     rng: np.random.Generator,
     region: tuple[slice, slice] | None = None,
+    rotate: bool = False,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """One augmented training sample: the same flips and crop for the image and every target.
 
@@ -145,6 +146,9 @@ def random_sample(
     region : (slice, slice), optional
         Restrict sampling to this part of the image (e.g. the training part of a single image
         whose other part is held out for validation).
+    rotate : bool
+        Also transpose the crop with probability 1/2: with the two flips, all eight rotations and
+        reflections of the square (one more draw from ``rng`` after the crop offsets).
 
     Returns
     -------
@@ -171,12 +175,50 @@ def random_sample(
     # crop origin anywhere in the 3 x 3 mirror extension, i.e. in [-n, 2n - size]
     top = int(rng.integers(-ny, max(-ny, 2 * ny - crop_size) + 1))
     left = int(rng.integers(-nx, max(-nx, 2 * nx - crop_size) + 1))
+    transpose = bool(rotate and rng.random() < 0.5)
 
     def apply(a: np.ndarray) -> np.ndarray:
         if flip_y:
             a = a[..., ::-1, :]
         if flip_x:
             a = a[..., :, ::-1]
-        return np.ascontiguousarray(mirror_crop(a, top, left, crop_size))
+        a = mirror_crop(a, top, left, crop_size)
+        return np.ascontiguousarray(np.swapaxes(a, -1, -2) if transpose else a)
 
     return apply(image), [apply(t) for t in targets]
+
+
+def jitter_intensity(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """A prepared crop with each plane's contrast and level changed at random (intensity augmentation).
+
+    Plane ``c`` becomes ``g * x + b * spread``: the gain ``g = exp(u)`` with ``u`` uniform in
+    ``[-strength, strength]`` and the shift ``b`` uniform in ``[-strength, strength]`` times the
+    plane's inter-quartile spread. It teaches the network that a nucleus is a shape, not a grey
+    level: other exposures, lamps and cameras shift both (issue 16: a field of the same cells with
+    10x lower phase intensities).
+
+    Parameters
+    ----------
+    image : ndarray, shape (C, Y, X), float
+        A prepared (normalised) crop.
+    rng : numpy.random.Generator
+        Two draws per plane.
+    strength : float
+        0 returns the crop unchanged (no draws).
+
+    Examples
+    --------
+    >>> x = np.linspace(-1, 1, 32 * 32, dtype=np.float32).reshape(1, 32, 32)
+    >>> y = jitter_intensity(x, np.random.default_rng(0), 0.3)
+    >>> y.shape, y.dtype, bool(np.allclose(x, y))
+    ((1, 32, 32), dtype('float32'), False)
+    """
+    if not strength:
+        return image
+    out = np.empty_like(image)
+    for c, plane in enumerate(image):
+        gain = np.exp(rng.uniform(-strength, strength))
+        q1, q3 = np.percentile(plane[::4, ::4], [25, 75])
+        shift = rng.uniform(-strength, strength) * max(float(q3 - q1), 1e-3)
+        out[c] = plane * gain + shift
+    return out

@@ -39,7 +39,7 @@ from stainseg.errors import StainsegError
 from stainseg.io.atomic import atomic_path
 from stainseg.train import distributed
 from stainseg.train.schedule import PRESETS, Schedule, learning_rate_at, resolve_schedule
-from stainseg.train.augment import random_sample, targets_from_labels
+from stainseg.train.augment import jitter_intensity, random_sample, targets_from_labels
 from stainseg.network import StainNet, choose_device, native_bf16
 from stainseg.train.weights import class_weight_image, foreground_factor
 
@@ -288,9 +288,12 @@ def prepare_data(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg
                      fg_fraction, factor)
 
 
-def sample_batch(data: TrainData, batch_size: int, crop_size: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_batch(data: TrainData, batch_size: int, crop_size: int, rng: np.random.Generator,
+                 rotate: bool = False, intensity: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A batch of random augmented crops: inputs (B, C, S, S), targets (B, S, S) and weights (B, S, S).
+
+    ``rotate`` and ``intensity``: ``[train] augment_rotate`` and ``augment_intensity``
+    (:func:`~stainseg.train.augment.random_sample`, :func:`~stainseg.train.augment.jitter_intensity`).
 
     Examples
     --------
@@ -304,7 +307,8 @@ def sample_batch(data: TrainData, batch_size: int, crop_size: int,
     batch_x, batch_t, batch_w = [], [], []
     for _ in range(batch_size):
         i = data.train_idx[int(rng.integers(len(data.train_idx)))]
-        x, (t, w) = random_sample(data.images[i], [data.targets[i], data.weights[i]], crop_size, rng, data.regions[i])
+        x, (t, w) = random_sample(data.images[i], [data.targets[i], data.weights[i]], crop_size, rng, data.regions[i], rotate)
+        x = jitter_intensity(x, rng, intensity)
         batch_x.append(x), batch_t.append(t), batch_w.append(w)
     return np.stack(batch_x), np.stack(batch_t), np.stack(batch_w)
 
@@ -700,7 +704,7 @@ def train(
         lr = learning_rate_at(state.iteration, state.total, sched)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = sample_batch(data, sched.batch_size, sched.crop_size, rng)
+        batch = sample_batch(data, sched.batch_size, sched.crop_size, rng, tcfg.augment_rotate, tcfg.augment_intensity)
         state.losses.append(train_step(net, optimizer, scaler, batch, device, use_amp, channels_last))
         state.iteration = it = state.iteration + 1
         state.elapsed_s = time.perf_counter() - started

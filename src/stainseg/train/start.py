@@ -1,9 +1,10 @@
 """Start training from the weights of an existing model (fine-tuning, ``[train] start_from``).
 
 A lab with one field of a new kind of image has a few dozen nuclei to learn from, too few to
-train a network from scratch (the isl z-stack: 12.5 % of its held-out nuclei from scratch). A
-network trained on other label-free images of the same modality already knows what a nucleus
-looks like there; training from its weights adapts it to the new images.
+train a network from scratch. A network trained on other label-free images of the same modality
+may already know what a nucleus looks like there; training from its weights adapts it to the new
+images. (On the one isl z-stack field, starting from a HeLa phase model did not help: 12.5 % of
+the held-out nuclei with F >= 0.6 either way; docs/results.md.)
 
 The architecture comes from the start model (its ``base_width``, ``depth``, ``residual_blocks``
 and ``head``); the number of input planes may differ: the first convolution's weights are then
