@@ -259,3 +259,20 @@ def test_derived_settings_are_stored_in_the_model_and_reload_identically(tmp_pat
     image = images[0]
     np.testing.assert_array_equal(again.segment(image), model.segment(image))
 
+
+
+def test_a_calibration_that_matches_nothing_keeps_the_derived_settings():
+    """A network whose output does not fit its validation labels must not pick a setting by chance."""
+    from stainseg.segment.derive import MIN_CALIBRATION_SCORE
+
+    labels = [nuclei_labels((256, 256), n=30, seed=60)]
+    elsewhere = nuclei_labels((256, 256), n=30, seed=61)  # the network's blobs lie elsewhere
+    blobs = ndi.grey_dilation((elsewhere > 0).astype(np.float32), size=15) * 0.9
+    prob = [np.stack([1 - blobs, blobs]).astype(np.float32)]
+    base = derived_settings(object_statistics(labels), foreground_factor=3.0)
+    out = calibrate(prob, labels, base)
+    assert out["score"]["score"] < MIN_CALIBRATION_SCORE and out["kept_derived"]
+    assert out["settings"]["dilation"] == base["dilation"] and out["settings"]["threshold"] == base["threshold"]
+    assert out["settings"]["min_size"] == base["min_size"]
+    fitting = [np.stack([1 - p, p]) for p in [np.where(labels[0] > 0, 0.9, 0.1).astype(np.float32)]]
+    assert not calibrate(fitting, labels, base)["kept_derived"]

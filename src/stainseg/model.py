@@ -615,7 +615,7 @@ class Model:
         s.smoothing = float(chosen["smoothing"]) if chosen.get("smoothing") else None
         self.derived = {"objects": stats, "derived": base}
         summary = {"images": len(labels), "objects": record["objects"], "threshold_fixed": record["threshold_fixed"],
-                   "settings": chosen, "score": record["score"], "seconds": record["seconds"],
+                   "kept_derived": record["kept_derived"], "settings": chosen, "score": record["score"], "seconds": record["seconds"],
                    "paper_dilation": 9 if self.network_objects == "cells" else 3}
         self.info["calibration"] = summary
         return summary

@@ -34,6 +34,10 @@ GRID: dict[str, tuple] = {
 #: Below this many objects in the calibration crops the threshold is not calibrated: the derived
 #: ``f / (1 + f)`` is kept (a few dozen objects pick a threshold by chance; issue 16).
 MIN_CALIBRATION_OBJECTS = 150
+#: Below this best pooled score (mean of the fraction with F >= 0.6 and F1) the calibration keeps the
+#: derived settings: when no setting matches even a quarter of the validation objects, the grid's
+#: "best" is noise (isl: dilation 11-13 chosen at a score of 0.02, outlining whole cell clusters).
+MIN_CALIBRATION_SCORE = 0.25
 #: Smoothing sigmas searched by default, as fractions of the typical radius (0 = none).
 SMOOTHING_FACTORS = (0.0, 0.15, 0.3)
 #: ``min_size`` = this fraction of the 5th percentile of the training object areas.
@@ -263,7 +267,9 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         searched, ``fraction_f_above``, ``f1``, ``score``, ``n_truth``,
         ``n_pred``); ``crops``, ``objects`` (in the labels), ``threshold_fixed`` (True when fewer than
         :data:`MIN_CALIBRATION_OBJECTS` objects kept ``base["threshold"]`` instead of searching
-        thresholds) and ``seconds``. Ties go to the smaller dilation, then the
+        thresholds), ``kept_derived`` (True when the best score was below :data:`MIN_CALIBRATION_SCORE`
+        and ``base``'s derived threshold, ``min_size`` and ``dilation`` were kept instead) and
+        ``seconds``. Ties go to the smaller dilation, then the
         threshold closest to ``base["threshold"]`` (0.5 when absent; it joins the default
         grid), then the factor closest to 1 (and first to the least smoothing).
 
@@ -307,8 +313,15 @@ def calibrate(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     settings = {**keep, "threshold": best["threshold"], "min_size": best["min_size"], "dilation": best["dilation"]}
     if "smoothing" in best:
         settings["smoothing"] = best["smoothing"]
+    rejected = best["score"] < MIN_CALIBRATION_SCORE and base.get("dilation") is not None
+    if rejected:  # nothing fits: keep what the labels gave
+        fixed = len(g["dilation"]) == 1  # a dilation set in the config stays
+        settings = {**keep, "threshold": centre, "min_size": base_min,
+                    "dilation": int(g["dilation"][0] if fixed else base["dilation"])}
+        if "smoothing" in best:
+            settings["smoothing"] = 0.0
     return {"settings": settings, "score": best, "table": table, "crops": len(labels), "objects": n_objects,
-            "threshold_fixed": threshold_fixed, "seconds": round(time.perf_counter() - start, 3)}
+            "threshold_fixed": threshold_fixed, "kept_derived": rejected, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def _grid_rows(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], g: Mapping[str, Sequence],

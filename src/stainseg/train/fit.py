@@ -142,7 +142,8 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
             if progress:
                 s = record["settings"]
                 print(f"calibrated on {record['images']} validation crops ({record['objects']} objects): threshold {s['threshold']}"
-                      f"{' (derived; too few objects to calibrate it)' if record['threshold_fixed'] else ''}, min size {s['min_size']} px, "
+                      f"{' (derived; too few objects to calibrate it)' if record['threshold_fixed'] else ''}"
+                      f"{' (the derived settings kept: no setting matched a quarter of the objects)' if record['kept_derived'] else ''}, min size {s['min_size']} px, "
                       f"smoothing {s.get('smoothing') or 0} px, dilation {s['dilation']} x {s['dilation']} "
                       f"(paper: {record['paper_dilation']})", flush=True)
     model.save(out)
