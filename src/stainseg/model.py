@@ -17,9 +17,6 @@ Examples
 
 from __future__ import annotations
 
-import copy
-import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -27,63 +24,11 @@ import numpy as np
 
 from stainseg.config import ExperimentConfig, ModelConfig, SegmentConfig
 from stainseg.errors import StainsegError
-from stainseg.preprocess import Preprocessing, channel_statistics, correct_plane, prepare
+from stainseg.model_input import arrange_channels, is_constant
+from stainseg.model_run import SEGMENT_OVERRIDES, run_settings
+from stainseg.preprocess import Preprocessing, prepare
 
-__all__ = ["Model", "arrange_channels"]
-
-_CACHE: dict[tuple[str, float, str], "Model"] = {}
-_CACHE_LOCK = threading.Lock()
-SEGMENT_OVERRIDES = ("tiling", "tile_size", "two_pass", "batch_size", "threshold", "min_size", "min_distance", "min_depth", "dilation", "smoothing")
-
-
-def arrange_channels(image: Any, n_channels: int, where: str | Path | None = None) -> np.ndarray:
-    """Arrange an array (or a list of 2-D planes) as the (C, Y, X) float stack of a model with ``n_channels`` inputs.
-
-    Accepts (Y, X) for one channel, (C, Y, X), (Y, X, C) with C <= 4, singleton axes, or a
-    sequence of 2-D planes of one size in the order of the model's input channels. Anything else
-    is a one-line :class:`StainsegError` naming ``where``.
-
-    Examples
-    --------
-    >>> arrange_channels(np.zeros((5, 6, 2)), 2).shape
-    (2, 5, 6)
-    """
-    from stainseg.io.images import as_float
-
-    if isinstance(image, (list, tuple)):
-        planes = [np.squeeze(np.asarray(p)) for p in image]
-        if not planes:
-            raise StainsegError("no image given; give the model's input plane(s)", where)
-        if len(planes) > 1:
-            if len({p.shape for p in planes}) > 1 or any(p.ndim != 2 for p in planes):
-                raise StainsegError(f"the input planes must be 2-D and of one size, got shapes {[p.shape for p in planes]}", where)
-            image = np.stack(planes)
-        else:
-            image = planes[0]
-    image = np.asarray(image)
-    shape = image.shape
-    image = np.squeeze(image)
-    if image.ndim < 2:
-        raise StainsegError(f"image is only {' x '.join(map(str, shape)) or 'a scalar'} pixels; too small to segment", where)
-    if image.ndim == 3 and image.shape[-1] in (3, 4) and n_channels not in (image.shape[0], image.shape[-1]):
-        raise StainsegError(f"is a colour (RGB) image but the model expects {n_channels} grayscale channel(s); "
-                            "give the grayscale microscope image (see MODEL/model.json)", where)
-    if image.ndim == 2:
-        image = image[None]
-    if image.ndim == 3 and image.shape[0] != n_channels and image.shape[-1] == n_channels and n_channels <= 4:
-        image = np.moveaxis(image, -1, 0)
-    if image.ndim != 3 or image.shape[0] != n_channels:
-        got = image.shape[0] if image.ndim == 3 else f"shape {image.shape}"
-        raise StainsegError(f"image has {got} channel(s)/plane(s) but the model expects {n_channels}; give a stack with "
-                            "the model's input channels in order (see MODEL/model.json)", where)
-    if min(image.shape[1:]) < 2:
-        raise StainsegError(f"image is only {image.shape[1]} x {image.shape[2]} pixels; too small to segment", where)
-    return as_float(image, where)
-
-
-def is_constant(stack: np.ndarray) -> bool:
-    """True when every plane of a (C, Y, X) stack is constant (an empty or flat image)."""
-    return all(float(np.min(plane)) == float(np.max(plane)) for plane in stack)
+__all__ = ["Model", "arrange_channels", "is_constant", "SEGMENT_OVERRIDES"]
 
 
 class Model:
@@ -159,30 +104,23 @@ class Model:
         self._predictor: Any = None
         self._predictor_key: Any = None
 
-    # ------------------------------------------------------------------ construction
+    # ------------------------------------------------------------------ construction (stainseg.model_store)
     @classmethod
     def new(cls, input_channels: Sequence[str], objects: str = "nuclei", cfg: Optional[ExperimentConfig] = None,
             plane_names: Optional[Sequence[str]] = None, in_channels: Optional[int] = None) -> "Model":
         """An untrained model (random weights) with the settings of ``cfg`` (defaults when None).
 
         The network has one input per name in ``plane_names``, else ``in_channels`` inputs, else
-        one per input channel.
+        one per input channel (:func:`stainseg.model_store.new_model`).
 
         Examples
         --------
         >>> Model.new(["BF1", "BF2"]).in_channels
         2
         """
-        from stainseg.network import StainNet
+        from stainseg.model_store import new_model
 
-        cfg = copy.deepcopy(cfg) if cfg is not None else ExperimentConfig(objects=objects)  # type: ignore[arg-type]
-        cfg.model.in_channels = len(plane_names) if plane_names else int(in_channels or len(input_channels))
-        gt = cfg.groundtruth
-        pre = Preprocessing(illumination="spline" if gt.illumination == "spline" else "none", spline_grid=gt.spline_grid,
-                            spline_iterations=gt.spline_iterations, normalization=cfg.preprocess.normalization)
-        return cls(StainNet(cfg.model), input_channels, objects=cfg.objects,
-                   preprocessing=pre, segment=copy.deepcopy(cfg.segment), experiment=cfg if cfg.root else None,
-                   plane_names=plane_names)
+        return new_model(cls, input_channels, objects, cfg, plane_names, in_channels)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", engine: Optional[str] = None) -> "Model":
@@ -200,26 +138,16 @@ class Model:
         >>> Model.load(folder).input_channels
         ['DNA']
         """
-        from stainseg.modeldir import read_model_dir
+        from stainseg.model_store import load_model
 
-        stored = read_model_dir(path, engine=engine, device=None if device == "auto" else device)
-        model = cls(stored.network, stored.input_channels, objects=stored.objects, preprocessing=stored.preprocessing,
-                    segment=stored.segment_settings, derived=stored.derived, info=stored.info,
-                    experiment=stored.experiment, history=stored.history, path=stored.path,
-                    plane_names=stored.plane_names, reference=stored.reference, cell_extent=stored.cell_extent)
-        model.onnx_file = stored.onnx_file
-        return model
+        return load_model(cls, path, device, engine)
 
     @classmethod
     def load_cached(cls, path: str | Path, device: str = "auto", engine: Optional[str] = None) -> "Model":
         """:meth:`load`, once per process per folder (reloaded when ``model.pt`` changes): for hosts and workers."""
-        path = Path(path).expanduser()
-        weights = path / "model.pt"
-        key = (str(path.resolve()), weights.stat().st_mtime if weights.is_file() else 0.0, device, str(engine))
-        with _CACHE_LOCK:
-            if key not in _CACHE:
-                _CACHE[key] = cls.load(path, device, engine)
-            return _CACHE[key]
+        from stainseg.model_store import load_cached
+
+        return load_cached(cls, path, device, engine)
 
     def save(self, path: str | Path, onnx: bool = True) -> Path:
         """Write the model folder (every file atomically); returns the folder.
@@ -227,17 +155,9 @@ class Model:
         With ``onnx`` (default) the folder also gets ``model.onnx``, exported from the network and
         checked against torch to 1e-4, so that segmentation on a CPU needs no torch.
         """
-        from stainseg.modeldir import ONNX_FILE, StoredModel, write_model_dir
+        from stainseg.model_store import save_model
 
-        stored = StoredModel(self.network, self.input_channels, self.objects, self.preprocessing, self.segment_settings,
-                             derived=self.derived, info=self.info, history=self.history, plane_names=self.plane_names,
-                             reference=self.reference, experiment=self.experiment,
-                             cell_extent=None if self.cell_extent is None else self.cell_extent.to_dict())
-        self.path = write_model_dir(stored, path, onnx=onnx)
-        onnx_file = self.path / ONNX_FILE
-        self.onnx_file = onnx_file if onnx_file.is_file() else None
-        self.engine_choice = None
-        return self.path
+        return save_model(self, path, onnx)
 
     # ------------------------------------------------------------------ network
     @property
@@ -334,45 +254,26 @@ class Model:
         return prepare(self.arrange(raw, where), self.preprocessing)
 
     def fit_statistics(self, raws: Sequence[np.ndarray], labels: Optional[Sequence[np.ndarray]] = None) -> None:
-        """Record the statistics of the training images: intensities after illumination correction (for normalisation)
-        and the quality reference (intensity, sharpness, texture and, with ``labels``, object counts and sizes)."""
-        from stainseg.quality import reference_statistics
+        """Record the statistics of the training images: intensities after illumination correction (for normalisation),
+        the flat field, and the quality reference (intensity, sharpness, texture and, with ``labels``, object counts and
+        sizes): :func:`stainseg.model_calibration.fit_training_statistics`."""
+        from stainseg.model_calibration import fit_training_statistics
 
-        stacks = [self.arrange(raw) for raw in raws]
-        self.reference = reference_statistics(stacks, None if labels is None else [np.asarray(lab) for lab in labels])
-        corrected = []
-        for raw in raws:
-            stack = self.arrange(raw)
-            corrected.append(np.stack([correct_plane(plane, self.preprocessing) for plane in stack]))
-        self.preprocessing.statistics = channel_statistics(corrected, self.preprocessing.low, self.preprocessing.high)
-        self.preprocessing.flat_field = self._flat_field(stacks)
+        fit_training_statistics(self, raws, labels)
 
-    def _flat_field(self, stacks: Sequence[np.ndarray]) -> Optional[np.ndarray]:
-        """Per-plane flat fields of the training stacks (:func:`stainseg.groundtruth.illumination.flat_field`), or None
-        when they differ in size or the model does not correct illumination."""
-        if self.preprocessing.illumination != "spline" or not stacks or len({s.shape for s in stacks}) != 1:
-            return None
-        from stainseg.groundtruth.illumination import flat_field
-
-        p = self.preprocessing
-        return np.stack([flat_field([s[c] for s in stacks], p.spline_grid, p.spline_iterations) for c in range(stacks[0].shape[0])])
-
-    # ------------------------------------------------------------------ inference
+    # ------------------------------------------------------------------ inference (stainseg.model_engine, stainseg.model_run)
     def engine(self) -> Any:
-        """The engine that runs the network now and why (:class:`stainseg.segment.engine.EngineChoice`).
+        """The engine that runs the network now and why (:class:`stainseg.segment.engine.EngineChoice`;
+        :func:`stainseg.model_engine.model_engine`).
 
         Examples
         --------
         >>> Model.new(["DNA"]).engine().engine   # in memory, no model.onnx yet
         'torch'
         """
-        from stainseg.segment.engine import choose_engine
+        from stainseg.model_engine import model_engine
 
-        s = self.segment_settings
-        if self.engine_choice is None or getattr(self, "_engine_key", None) != (s.engine, s.device, self.onnx_file):
-            self.engine_choice = choose_engine(s.engine, s.device, self.onnx_file)
-            self._engine_key = (s.engine, s.device, self.onnx_file)
-        return self.engine_choice
+        return model_engine(self)
 
     def engine_facts(self) -> dict[str, Any]:
         """What run.json records of the engine: setting, engine used, why, and the runtime in one line."""
@@ -385,29 +286,10 @@ class Model:
         """The tile predictor ``(N, C, t, t) -> (N, K, t, t)`` of the model's engine (built once).
 
         ONNX Runtime (``model.onnx``, float32, CPU) or torch on the model's device
-        (:meth:`engine`)."""
-        engine = self.engine().engine
-        key = (engine, id(self._network), self.segment_settings.device, self.segment_settings.bfloat16, self.onnx_file)
-        if self._predictor is None or self._predictor_key != key:
-            if engine == "onnx":
-                from stainseg.segment.onnx_engine import OnnxPredictor
+        (:meth:`engine`; :func:`stainseg.model_engine.model_predictor`)."""
+        from stainseg.model_engine import model_predictor
 
-                self._predictor = OnnxPredictor(self.onnx_file)  # type: ignore[arg-type]
-            else:
-                from stainseg.segment.predictor import TorchPredictor
-
-                self._predictor = TorchPredictor(self.network, device=self.segment_settings.device, bfloat16=self.segment_settings.bfloat16)
-            self._predictor_key = key
-        if progress is None:
-            return self._predictor
-        inner, done = self._predictor, [0]
-
-        def counting(batch: np.ndarray) -> np.ndarray:
-            out = inner(batch)
-            done[0] += int(batch.shape[0])
-            progress(done[0])
-            return out
-        return counting
+        return model_predictor(self, progress)
 
     def predict_prepared(self, x: np.ndarray, uncertainty: bool = False, progress: Optional[Callable[[int], None]] = None,
                          **overrides: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -434,20 +316,8 @@ class Model:
         return self.predict_prepared(self.prepare(raw), **overrides)[0]
 
     def _settings(self, overrides: Mapping[str, Any]) -> SegmentConfig:
-        unknown = sorted(set(overrides) - set(SEGMENT_OVERRIDES))
-        if unknown:
-            raise StainsegError(f"unknown segmentation setting {unknown[0]!r}; use one of {', '.join(SEGMENT_OVERRIDES)}")
-        s = copy.deepcopy(self.segment_settings)
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(s, key, value)
-        if s.tiling not in ("overlap", "tiles"):
-            raise StainsegError(f"tiling {s.tiling!r} must be \"overlap\" or \"tiles\"")
-        if s.tile_size < 16:
-            raise StainsegError(f"tile size {s.tile_size} is too small; use at least 16 (the model's is {self.segment_settings.tile_size})")
-        if not 0.0 < float(s.threshold) < 1.0:
-            raise StainsegError(f"threshold {s.threshold} must lie between 0 and 1")
-        return s
+        """The segmentation settings of one call: the model's with ``overrides`` (:func:`stainseg.model_run.run_settings`)."""
+        return run_settings(self.segment_settings, overrides)
 
     def check(self, stack: np.ndarray) -> list[Any]:
         """Quality flags of a raw (C, Y, X) stack against the training images (:mod:`stainseg.quality`).
@@ -463,81 +333,31 @@ class Model:
         return []
 
     def empty_result(self, stack: np.ndarray, flags: list[Any], two_pass: Optional[bool] = None) -> dict[str, Any]:
-        """What :meth:`run` returns for an image that is not run through the network: no cells, background everywhere."""
-        shape = tuple(stack.shape[1:])
-        prob = np.zeros((self.n_classes,) + shape, np.float32)
-        prob[0] = 1.0
-        two_pass = self.segment_settings.two_pass if two_pass is None else two_pass
-        result = {"labels": np.zeros(shape, np.uint16), "probability": prob, "stack": stack, "flags": flags,
-                  "uncertainty": np.zeros(shape, np.float32) if two_pass else None,
-                  "timings": {"check_s": 0.0, "preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}}
-        if self.cell_extent is not None:
-            result["nuclei"] = np.zeros(shape, np.uint16)
-        return result
+        """What :meth:`run` returns for an image that is not run through the network: no cells, background everywhere
+        (:func:`stainseg.model_run.empty_result`)."""
+        from stainseg.model_run import empty_result
+
+        return empty_result(self, stack, flags, two_pass)
 
     def run(self, raw: Any, where: str | Path | None = None, progress: Optional[Callable[[int], None]] = None,
             check: bool = True, flags: Optional[list[Any]] = None, **overrides: Any) -> dict[str, Any]:
         """Segment raw planes and return everything: ``labels``, ``probability``, ``uncertainty``, ``timings``, ``flags``.
 
-        A model of cells grown from nuclei (:attr:`cell_extent`) segments the nuclei with the network
-        (returned as ``nuclei``; ``probability`` is theirs), then grows each into its cell over the
-        label-free planes by the recipe of the automatic cell labels (``labels``: cell ``k`` holds
-        nucleus ``k``); the object checks compare those cells with the training cells.
+        A model of cells grown from nuclei (:attr:`cell_extent`) also returns the network's ``nuclei``.
+        ``flags`` are :class:`stainseg.quality.Flag` s for an image or a result unlike the training data;
+        pass the image's flags when :meth:`check` already made them. A blank image gives zero cells and
+        the ``blank`` flag without running the network. Parameters and result:
+        :func:`stainseg.model_run.run_model`.
 
-        ``flags`` are :class:`stainseg.quality.Flag` s (a code and a reason in words) for an image or
-        a result unlike the training data; pass the image's flags when :meth:`check` already made
-        them. A blank image (constant, or camera noise only) has no cells by definition: it gives
-        zero cells and the ``blank`` flag without running the network.
+        Examples
+        --------
+        >>> result = Model.new(["DNA"]).run(np.random.default_rng(0).gamma(2.0, 50.0, (64, 64)))
+        >>> sorted(result["timings"])
+        ['check_s', 'inference_s', 'postprocess_s', 'preprocess_s']
         """
-        from stainseg.quality import FLAG_MEANINGS, Flag, is_blank
-        from stainseg.segment.instances import probability_to_labels
+        from stainseg.model_run import run_model
 
-        settings = self._settings(overrides)
-        stack = self.arrange(raw, where)
-        t0 = time.perf_counter()
-        constant = is_constant(stack)
-        if flags is None and check:
-            # the checks (numpy, mostly single-threaded) run on a thread beside the pre-processing, so the
-            # second core does them while the first prepares the image; a blank image wastes that preparation
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(1) as pool:
-                pending = pool.submit(self.check, stack)
-                x = None if constant else prepare(stack, self.preprocessing)
-                t1 = time.perf_counter()
-                flags = pending.result()
-            t_check = time.perf_counter() - t1
-        else:
-            flags, t_check = list(flags or []), 0.0
-            x, t1 = None, t0
-        flagged_blank = any(f.code == "blank" for f in flags)
-        if constant or (flagged_blank and is_blank(stack)):
-            if not flagged_blank:
-                flags.insert(0, Flag("blank", f"blank: {FLAG_MEANINGS['blank']}"))
-            result = self.empty_result(stack, flags, settings.two_pass and settings.tiling == "tiles")
-            result["timings"]["check_s"] = t_check
-            return result
-        if x is None:
-            x = prepare(stack, self.preprocessing)
-            t1 = time.perf_counter()
-        prob, unc = self.predict_prepared(x, uncertainty=True, progress=progress, **overrides)
-        del x
-        t2 = time.perf_counter()
-        labels = probability_to_labels(prob, **self.instance_options(**overrides))
-        nuclei = None
-        if self.cell_extent is not None:
-            nuclei = labels
-            labels = self.cell_extent.cells(stack, nuclei).astype(nuclei.dtype, copy=False)
-        if check and self.reference and self.reference.get("objects"):
-            from stainseg.quality import check_objects
-
-            flags += check_objects(labels, self.reference)
-        t3 = time.perf_counter()
-        result = {"labels": labels, "probability": prob, "uncertainty": unc, "stack": stack, "flags": flags,
-                  "timings": {"check_s": t_check, "preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}}
-        if nuclei is not None:
-            result["nuclei"] = nuclei
-        return result
+        return run_model(self, raw, where, progress, check, flags, **overrides)
 
     def segment(self, raw: Any, **overrides: Any) -> np.ndarray:
         """Instance labels (Y, X) of raw planes: what ``stainseg segment MODEL image.tif`` writes.
@@ -559,66 +379,20 @@ class Model:
 
         return segment_blockwise(self, image, out, **options)
 
-    # ------------------------------------------------------------------ calibration
+    # ------------------------------------------------------------------ calibration (stainseg.model_calibration)
     def calibrate(self, images: Sequence[Any], labels: Sequence[np.ndarray], prepared: bool = False,
                   dilation: bool = True, statistics: Optional[dict[str, Any]] = None,
                   foreground_factor: Optional[float] = None, smoothing: bool = True) -> dict[str, Any]:
         """Derive the instance settings from ``labels`` and calibrate them on ``images`` (in memory; nothing is written).
 
-        The typical object size, smallest object and seed spacing come from the labels
-        (:mod:`stainseg.segment.derive`; from ``statistics`` of all training labels when given),
-        the starting threshold from the loss's foreground weight (``f / (1 + f)``); threshold,
-        dilation, the smallest-size factor and the smoothing are then chosen by the pooled score
-        of segmenting ``images`` against ``labels``. With fewer than
-        :data:`stainseg.segment.derive.MIN_CALIBRATION_OBJECTS` objects the derived threshold is kept.
-
-        Parameters
-        ----------
-        images : sequence
-            Raw planes (or prepared network inputs when ``prepared``), e.g. the validation crops.
-        labels : sequence of ndarray
-            Their automatic instance labels of the network's objects (:attr:`network_objects`: the nuclei
-            for a model of cells grown from nuclei).
-        dilation : bool
-            Calibrate the dilation too (False keeps a dilation set in the config).
-        statistics : dict, optional
-            :func:`stainseg.segment.derive.object_statistics` of all the training labels (default: of ``labels``).
-        foreground_factor : float, optional
-            The loss's extra foreground weight the network was trained with (default: ``info["foreground_factor"]``).
-        smoothing : bool
-            Also search a Gaussian smoothing of the map (fractions of the typical radius).
-
-        Returns
-        -------
-        dict
-            The calibration record (also kept in ``info["calibration"]``).
+        Threshold, sizes, seed spacing, dilation and smoothing are set in :attr:`segment_settings`,
+        the label statistics in :attr:`derived`; returns the calibration record (also kept in
+        ``info["calibration"]``). Parameters: :func:`stainseg.model_calibration.calibrate_model`.
         """
-        from stainseg.segment.derive import SMOOTHING_FACTORS, calibrate, derived_settings, object_statistics
+        from stainseg.model_calibration import calibrate_model
 
-        labels = [np.asarray(lab) for lab in labels]
-        stats = statistics or object_statistics(labels)
-        if not stats.get("objects") or not any(lab.any() for lab in labels):
-            raise StainsegError("the calibration labels hold no objects; give images with objects in them")
-        if foreground_factor is None and isinstance(self.info.get("foreground_factor"), (int, float)):
-            foreground_factor = float(self.info["foreground_factor"])
-        base = derived_settings(stats, foreground_factor)
-        probs = [self.predict_prepared(np.asarray(im, np.float32) if prepared else self.prepare(im))[0] for im in images]
-        grid: dict[str, Any] = {} if dilation else {"dilation": (self.dilation,)}
-        if smoothing and self.n_classes == 2:
-            grid["smoothing_factor"] = SMOOTHING_FACTORS
-        record = calibrate(probs, labels, base, grid or None)
-        chosen = record["settings"]
-        s = self.segment_settings
-        s.threshold, s.min_size = float(chosen["threshold"]), int(chosen["min_size"])
-        s.min_distance, s.min_depth = chosen.get("min_distance"), chosen.get("min_depth")
-        s.dilation = int(chosen["dilation"])
-        s.smoothing = float(chosen["smoothing"]) if chosen.get("smoothing") else None
-        self.derived = {"objects": stats, "derived": base}
-        summary = {"images": len(labels), "objects": record["objects"], "threshold_fixed": record["threshold_fixed"],
-                   "kept_derived": record["kept_derived"], "settings": chosen, "score": record["score"], "seconds": record["seconds"],
-                   "paper_dilation": 9 if self.network_objects == "cells" else 3}
-        self.info["calibration"] = summary
-        return summary
+        return calibrate_model(self, images, labels, prepared=prepared, dilation=dilation, statistics=statistics,
+                               foreground_factor=foreground_factor, smoothing=smoothing)
 
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path else ""
