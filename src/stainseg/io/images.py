@@ -260,6 +260,8 @@ def read_labels(path: str | Path) -> np.ndarray:
 
     Integer labels are returned as int64-free unsigned arrays (uint16/uint32 as stored). An RGB(A)
     mask (as in BBBC039) is converted so that each connected component of one colour is one object.
+    An OME-Zarr label image (``labels/<name>.ome.zarr`` of a block-wise ``stainseg segment``) is read
+    whole from its full-resolution level (:func:`stainseg.io.omezarr.read_label_image`).
 
     Examples
     --------
@@ -270,7 +272,12 @@ def read_labels(path: str | Path) -> np.ndarray:
     >>> back.dtype.name, np.unique(back).tolist()
     ('uint16', [0, 7])
     """
-    data = read_image(path)
+    if is_ome_zarr(path):
+        from stainseg.io.omezarr import read_label_image
+
+        data = read_label_image(path)
+    else:
+        data = read_image(path)
     data = np.squeeze(data)
     if data.ndim == 3 and data.shape[-1] in (3, 4):
         return labels_from_colour_mask(data[..., 0])
@@ -282,6 +289,17 @@ def read_labels(path: str | Path) -> np.ndarray:
     if data.min() < 0:
         raise StainsegError("label image has negative values; it must be 0 (background) or a positive label", path)
     return data.astype(label_dtype(int(data.max())), copy=False)
+
+
+def is_ome_zarr(path: str | Path) -> bool:
+    """True for an OME-Zarr store by its name (``*.ome.zarr``), present or not.
+
+    Examples
+    --------
+    >>> is_ome_zarr("OUT/labels/big.ome.zarr"), is_ome_zarr("OUT/labels/a.tif"), is_ome_zarr("plain.zarr")
+    (True, False, False)
+    """
+    return Path(path).name.lower().endswith(".ome.zarr")
 
 
 def labels_from_colour_mask(colours: np.ndarray) -> np.ndarray:

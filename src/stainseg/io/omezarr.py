@@ -256,3 +256,93 @@ def read_field_labels(path: str | Path, well: str, field: int = 0, level: int = 
         return np.asarray(zarr.open_group(str(path), mode="r")[f"{r}/{c}/{field}/{level}"])
     except (KeyError, FileNotFoundError) as exc:
         raise StainsegError(f"no field {field} of well {well} at level {level} ({exc}); check the well name", path) from None
+
+
+def is_plate(path: str | Path) -> bool:
+    """True for an OME-Zarr HCS plate (e.g. ``OUT/labels.ome.zarr`` of ``--format ome-zarr``): not one label image.
+
+    Reads only the group's attributes (zarr format 2 ``.zattrs`` or format 3 ``zarr.json``);
+    anything unreadable is not called a plate.
+
+    Examples
+    --------
+    >>> is_plate("absent.ome.zarr")
+    False
+    """
+    import json
+
+    path = Path(path)
+    for name in (".zattrs", "zarr.json"):
+        try:
+            attrs = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        attrs = attrs.get("attributes", attrs) if name == "zarr.json" else attrs
+        attrs = attrs.get("ome", attrs) if isinstance(attrs, dict) else attrs
+        if isinstance(attrs, dict) and "plate" in attrs:
+            return True
+    return False
+
+
+def open_label_image(path: str | Path, level: int = 0) -> Any:
+    """The lazy label array (Y, X) of an OME-Zarr multiscale label image at one resolution level.
+
+    Such an image is what ``stainseg segment`` writes for a huge image (``OUT/labels/<name>.ome.zarr``,
+    :func:`stainseg.segment.blockwise.segment_blockwise`). Slice the array to read part of it, or
+    ``np.asarray`` it whole (:func:`read_label_image`).
+
+    Raises
+    ------
+    StainsegError
+        One line naming the store and the fix: missing, not an OME-Zarr image, no such level, or
+        not a 2-D integer array.
+
+    Examples
+    --------
+    >>> open_label_image("missing.ome.zarr")
+    Traceback (most recent call last):
+    ...
+    stainseg.errors.StainsegError: missing.ome.zarr: no OME-Zarr label image here; give OUT/labels/<name>.ome.zarr of stainseg segment
+    """
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise StainsegError("no OME-Zarr label image here; give OUT/labels/<name>.ome.zarr of stainseg segment", path)
+    if is_plate(path):
+        raise StainsegError("is an OME-Zarr plate, not one label image; give labels/<name>.ome.zarr, "
+                            "or read a field of the plate with read_field_labels", path)
+    fix = "run stainseg segment again for this image (or remove the folder)"
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        array = group[str(level)]
+    except KeyError:
+        raise StainsegError(f"OME-Zarr label image has no resolution level {level}; it is incomplete, {fix}", path) from None
+    except Exception as exc:  # no group metadata, unreadable attributes ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StainsegError(f"is not a readable OME-Zarr label image ({reason}); {fix}", path) from None
+    if not hasattr(array, "dtype") or len(array.shape) != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise StainsegError(f"level {level} is not a 2-D array of label ids; give OUT/labels/<name>.ome.zarr of stainseg segment", path)
+    return array
+
+
+def read_label_image(path: str | Path, level: int = 0) -> np.ndarray:
+    """:func:`open_label_image` read whole into memory; a chunk that cannot be decoded is a one-line error.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import zarr
+    >>> store = Path(tempfile.mkdtemp()) / "field.ome.zarr"
+    >>> group = zarr.open_group(str(store), mode="w", zarr_format=2)
+    >>> group.create_array("0", shape=(4, 6), chunks=(2, 3), dtype="u4", fill_value=0)[1:3, 2:5] = 7
+    >>> int(read_label_image(store).sum())
+    42
+    """
+    array = open_label_image(path, level)
+    try:
+        return np.asarray(array[...])
+    except Exception as exc:  # corrupt or truncated chunk files raise many kinds of errors
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StainsegError(f"cannot read the OME-Zarr label image ({reason}); the store is corrupt, "
+                            "run stainseg segment again for this image", path) from None

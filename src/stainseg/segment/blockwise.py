@@ -210,20 +210,19 @@ def read_blockwise_labels(path: str | Path, level: int = 0) -> Any:
     """The label array (a lazy zarr array, Y x X uint32) of ``labels/<name>.ome.zarr`` at a resolution level.
 
     ``np.asarray(read_blockwise_labels(path))`` reads it whole; slice it to read part of it.
+    The reader is :func:`stainseg.io.omezarr.open_label_image` (one-line errors for a missing or
+    unreadable store).
 
     Examples
     --------
     >>> read_blockwise_labels("missing.ome.zarr")
     Traceback (most recent call last):
     ...
-    stainseg.errors.StainsegError: missing.ome.zarr: no block-wise label image here; give OUT/labels/<name>.ome.zarr of stainseg segment
+    stainseg.errors.StainsegError: missing.ome.zarr: no OME-Zarr label image here; give OUT/labels/<name>.ome.zarr of stainseg segment
     """
-    import zarr
+    from stainseg.io.omezarr import open_label_image
 
-    try:
-        return zarr.open_group(str(path), mode="r")[str(level)]
-    except (KeyError, FileNotFoundError, ValueError):
-        raise StainsegError("no block-wise label image here; give OUT/labels/<name>.ome.zarr of stainseg segment", path) from None
+    return open_label_image(path, level)
 
 
 # --------------------------------------------------------------------------- inference

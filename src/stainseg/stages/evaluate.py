@@ -19,26 +19,37 @@ from stainseg.evaluate import plots
 from stainseg.evaluate.batch import GroupBy, _check_pair, _evaluate_items, evaluate_arrays, image_groups
 from stainseg.evaluate.matching import IOU_THRESHOLDS
 from stainseg.io.atomic import write_csv, write_json
-from stainseg.io.images import PNG_SUFFIXES, TIFF_SUFFIXES, read_labels
+from stainseg.io.images import PNG_SUFFIXES, TIFF_SUFFIXES, is_ome_zarr, read_labels
+from stainseg.io.omezarr import is_plate
 
 log = logging.getLogger(__name__)
 
 LABEL_SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES
+"""Suffixes of label image files; a label image may also be an OME-Zarr folder (``<name>.ome.zarr``)."""
 PER_OBJECT_COLUMNS = ("image", "group", "truth_label", "fscore", "best_pred_label", "iou")
 
 def label_stem(path: str | Path) -> str:
-    """File name without its image suffix (``a.ome.tif`` -> ``a``), the key that pairs files."""
+    """File name without its image suffix (``a.ome.tif`` -> ``a``, ``b.ome.zarr`` -> ``b``), the key that pairs files.
+
+    Examples
+    --------
+    >>> label_stem("OUT/labels/big.ome.zarr"), label_stem("masks/A01_s1.png")
+    ('big', 'A01_s1')
+    """
     name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif") + LABEL_SUFFIXES:
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr") + LABEL_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(path).stem
 
 
 def find_label_files(folder: str | Path) -> dict[str, Path]:
-    """Label images (TIFF / PNG) in ``folder`` by stem; a folder holding only ``labels/`` is entered.
+    """Label images (TIFF / PNG files, OME-Zarr ``<name>.ome.zarr`` folders) in ``folder`` by stem; a folder
+    holding only ``labels/`` is entered.
 
-    Hidden files (half-written temporaries) are ignored. Two files with one stem are an error.
+    The OME-Zarr label images are those of a block-wise ``stainseg segment``; an OME-Zarr plate
+    (``labels.ome.zarr`` of ``--format ome-zarr``) is not a label image and is passed over. Hidden
+    files (half-written temporaries) are ignored. Two files with one stem are an error.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -52,7 +63,7 @@ def find_label_files(folder: str | Path) -> dict[str, Path]:
 def _scan(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or not path.name.lower().endswith(LABEL_SUFFIXES):
+        if path.name.startswith(".") or not _is_label_image(path):
             continue
         stem = label_stem(path)
         if stem in found:
@@ -60,6 +71,12 @@ def _scan(folder: Path) -> dict[str, Path]:
                                 "keep one of them", folder)
         found[stem] = path
     return found
+
+
+def _is_label_image(path: Path) -> bool:
+    if path.is_dir():
+        return is_ome_zarr(path) and not is_plate(path)
+    return path.is_file() and path.name.lower().endswith(LABEL_SUFFIXES)
 
 
 def pair_label_files(truth_dir: str | Path, pred_dir: str | Path) -> tuple[dict[str, tuple[Path, Path]], dict[str, Any]]:
@@ -81,7 +98,7 @@ def pair_label_files(truth_dir: str | Path, pred_dir: str | Path) -> tuple[dict[
     pred = find_label_files(pred_dir)
     for folder, files in ((truth_dir, truth), (pred_dir, pred)):
         if not files:
-            raise StainsegError("holds no label images (.tif, .tiff, .png); give the folder of label images", folder)
+            raise StainsegError("holds no label images (.tif, .tiff, .png, .ome.zarr); give the folder of label images", folder)
     common = sorted(set(truth) & set(pred))
     truth_only = sorted(set(truth) - set(pred))
     pred_only = sorted(set(pred) - set(truth))
@@ -148,8 +165,9 @@ def evaluate_folders(
     """``stainseg evaluate --truth DIR --pred DIR -o OUT``: score every prediction against its ground truth.
 
     Files are paired by name without suffix (ground truth may be BBBC039-style colour PNG masks or
-    TIFF labels; predictions TIFF). A folder that only holds ``labels/`` (the output of ``segment``
-    or ``groundtruth``) is entered. Writes ``OUT/metrics.json`` (overall, per group, per image,
+    TIFF labels; predictions TIFF, or the ``<name>.ome.zarr`` label images that ``segment`` writes
+    for huge images, read whole from their full-resolution level). A folder that only holds
+    ``labels/`` (the output of ``segment`` or ``groundtruth``) is entered. Writes ``OUT/metrics.json`` (overall, per group, per image,
     unpaired files), ``OUT/per_object.csv`` and ``fscore_curve.png``, ``boxplot.png``, ``ap_iou.png``.
 
     Returns
