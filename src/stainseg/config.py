@@ -160,11 +160,13 @@ class TrainConfig:
     """One model per well (the paper's recommendation against inter-well variation)."""
     max_minutes: Optional[float] = None
     """Stop training after this many minutes (the schedule is compressed to fit)."""
-    augment_rotate: bool = False
-    """Besides the paper's flips, transpose crops at random: all eight rotations and reflections."""
-    augment_intensity: float = 0.0
+    augment_rotate: bool = True
+    """Besides the paper's flips, transpose crops at random: all eight rotations and reflections (false: the paper)."""
+    augment_intensity: float = 0.3
     """Random contrast (gain ``exp(U(-s, s))``) and level (``U(-s, s)`` x inter-quartile spread) per input plane
-    and crop; 0 = off (the paper)."""
+    and crop; 0 = off (the paper). With both on, phase -> nuclei on deepcell scored 90.2 % / F1 0.865 against the
+    manual 3T3 nuclei over three seeds (without: 78.6 % / 0.784, one seed at 59.5 %) and BBBC039 91.8 % / 0.930 (without:
+    91.2 % / 0.929); docs/results.md."""
     start_from: Optional[str] = None
     """A model folder whose network weights training starts from (fine-tuning; relative to the TOML file).
     Its architecture is used; the number of input planes may differ (:mod:`stainseg.train.start`)."""
