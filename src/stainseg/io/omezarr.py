@@ -125,6 +125,16 @@ def _split_well(well: str) -> tuple[str, str]:
     return m.group(1).upper(), str(int(m.group(2)))
 
 
+def _read_tiff_labels(path: str) -> np.ndarray:
+    """A (Y, X) label image from a TIFF file (one-line error naming the file when unreadable)."""
+    import tifffile
+
+    try:
+        return np.squeeze(tifffile.imread(path))
+    except Exception as exc:  # missing or corrupt file
+        raise StainsegError(f"cannot read the label image ({type(exc).__name__}); run stainseg segment again", path) from None
+
+
 def write_plate_labels(path: str | Path, rows: Sequence[Mapping[str, Any]], name: str = "labels",
                        chunk: int = 1024, read: Callable[[str], np.ndarray] | None = None) -> Path:
     """Write the label images of a plate as an OME-Zarr HCS plate (one multiscale label field per site).
@@ -141,7 +151,9 @@ def write_plate_labels(path: str | Path, rows: Sequence[Mapping[str, Any]], name
     chunk : int
         Chunk side in Y and X.
     read : callable, optional
-        ``read(label_file) -> (Y, X) array``; default :func:`stainseg.io.images.read_labels`.
+        ``read(label_file) -> (Y, X) array``; default: the TIFF label images ``stainseg segment`` writes,
+        read with tifffile (this module does not import :mod:`stainseg.io.images`, which reads OME-Zarr
+        labels through it; the segment stage passes its own reader that also takes block-wise labels).
 
     Returns
     -------
@@ -169,7 +181,7 @@ def write_plate_labels(path: str | Path, rows: Sequence[Mapping[str, Any]], name
     from ome_zarr.writer import write_plate_metadata, write_well_metadata
 
     if read is None:
-        from stainseg.io.images import read_labels as read
+        read = _read_tiff_labels
     rows = list(rows)
     if not rows:
         raise StainsegError("no label images to write as an OME-Zarr plate")
