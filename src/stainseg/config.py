@@ -343,8 +343,7 @@ class ExperimentConfig:
         if self.objects != "cells":
             return "network"
         if self.cell_method == "nuclei" and self.channels.cytoplasm:
-            raise StainsegError("key 'cell_method' = \"nuclei\" grows cells over the label-free texture and cannot use "
-                                "channels.cytoplasm; use \"network\" (or \"auto\") with a cytoplasm stain", self.source)
+            raise StainsegError(f"key 'cell_method' {NUCLEI_WITH_CYTOPLASM}", self.source)
         if self.cell_method == "auto":
             return "network" if self.channels.cytoplasm else "nuclei"
         return self.cell_method  # type: ignore[return-value]
@@ -363,6 +362,11 @@ class ExperimentConfig:
         if self.segment.dilation is not None:
             return self.segment.dilation
         return 9 if self.cell_route() == "network" and self.objects == "cells" else 3
+
+
+#: Why ``cell_method = "nuclei"`` and ``channels.cytoplasm`` exclude each other (:meth:`ExperimentConfig.cell_route`).
+NUCLEI_WITH_CYTOPLASM = ("= \"nuclei\" grows cells over the label-free texture and cannot use channels.cytoplasm; "
+                         "use \"network\" (or \"auto\") with a cytoplasm stain, or remove channels.cytoplasm")
 
 
 # --------------------------------------------------------------------------- validation
@@ -481,8 +485,7 @@ def _check_values(cfg: ExperimentConfig, where: str) -> None:
     if cfg.groundtruth.nucleus_diameter is not None and cfg.groundtruth.nucleus_diameter <= 0:
         raise bad("groundtruth.nucleus_diameter", "must be > 0")
     if cfg.objects == "cells" and cfg.cell_method == "nuclei" and cfg.channels.cytoplasm:
-        raise bad("cell_method", "= \"nuclei\" grows cells over the label-free texture and cannot use channels.cytoplasm; "
-                                 "use \"network\" (or \"auto\") with a cytoplasm stain, or remove channels.cytoplasm")
+        raise bad("cell_method", NUCLEI_WITH_CYTOPLASM)
 
 
 def config_from_dict(data: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
