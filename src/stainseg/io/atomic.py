@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -59,6 +60,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 _TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path's mkstemp makes
 
 
+def _remove_stale(folder: str | Path, pattern: re.Pattern, folders: bool) -> list[Path]:
+    """Delete the entries of ``folder`` whose names match ``pattern`` (folders or files); returns them."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if not pattern.match(path.name):
+                continue
+            if folders and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            elif not folders and path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete the hidden temporaries (``.<name>.XXXXXXXX.tmp``) a killed writer left in ``folder``.
 
@@ -74,15 +93,62 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     >>> [p.name for p in remove_stale_temps(folder)]
     ['.labels.tif.a1b2c3d4.tmp']
     """
-    folder = Path(folder)
-    removed = []
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if _TEMP_NAME.match(path.name) and path.is_file():
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                    removed.append(path)
-    return removed
+    return _remove_stale(folder, _TEMP_NAME, folders=False)
+
+
+_TEMP_DIR = re.compile(r"^\..+\.\d+\.(tmpdir|old\.tmpdir)$")  # what staged_dir makes
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a hidden temporary folder name beside ``path`` (the body creates it); on success it is renamed onto
+    ``path`` (replacing it).
+
+    On an error the temporary folder is removed and ``path`` is untouched; after a kill it stays
+    behind as ``.<name>.<pid>.tmpdir``, which :func:`remove_stale_dirs` deletes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "labels.zarr"
+    >>> with staged_dir(target) as tmp:
+    ...     tmp.mkdir()
+    ...     _ = (tmp / "part").write_text("x")
+    >>> sorted(p.name for p in target.parent.iterdir())
+    ['labels.zarr']
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StainsegError(f"cannot create the output folder ({exc.strerror}); choose a writable -o folder", path.parent) from None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmpdir")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.{os.getpid()}.old.tmpdir")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_dirs(folder: str | Path) -> list[Path]:
+    """Delete the hidden temporary folders a killed :func:`staged_dir` writer (a block-wise segmentation, an OME-Zarr
+    plate) left in ``folder``; call it under the folder's lock.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> (folder / ".big.ome.zarr.4242.tmpdir").mkdir()
+    >>> [p.name for p in remove_stale_dirs(folder)]
+    ['.big.ome.zarr.4242.tmpdir']
+    """
+    return _remove_stale(folder, _TEMP_DIR, folders=True)
 
 
 def write_text(path: str | Path, text: str) -> None:

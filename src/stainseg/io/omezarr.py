@@ -21,15 +21,15 @@ half-written plate).
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
-import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from stainseg.errors import StainsegError
+from stainseg.io.atomic import staged_dir
 
 LABEL_DTYPE = np.dtype(np.uint32)
 _WELL = re.compile(r"^([A-Za-z]+)0*(\d+)$")
@@ -89,32 +89,17 @@ def _write_plane(arrays: list, index: tuple[int, ...], plane: np.ndarray) -> Non
         arr[index] = plane[::f, ::f]
 
 
-class _Staging:
-    """Build a store in ``PATH.tmp-<pid>`` and rename it onto ``PATH`` on success."""
+@contextlib.contextmanager
+def _staged_group(path: Path) -> Iterator[Any]:
+    """A zarr group built under a hidden temporary name and renamed onto ``path`` on success (:func:`staged_dir`)."""
+    import zarr
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-
-    def __enter__(self):
-        import zarr
-
+    with staged_dir(path) as tmp:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return zarr.open_group(str(self.tmp), mode="w", zarr_format=2)
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         except OSError as exc:
-            raise StainsegError(f"cannot write the OME-Zarr store ({exc.strerror}); choose a writable -o folder", self.path) from None
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-        if self.path.exists():
-            os.replace(self.path, old)
-        os.replace(self.tmp, self.path)
-        shutil.rmtree(old, ignore_errors=True)
+            raise StainsegError(f"cannot write the OME-Zarr store ({exc.strerror}); choose a writable -o folder", path) from None
+        yield root
 
 
 def _split_well(well: str) -> tuple[str, str]:
@@ -203,7 +188,7 @@ def write_plate_labels(path: str | Path, rows: Sequence[Mapping[str, Any]], name
     col_names = sorted({k[1] for k in plate}, key=int)
     wells = sorted(plate, key=lambda k: (row_names.index(k[0]), int(k[1])))
     path = Path(path)
-    with _Staging(path) as root:
+    with _staged_group(path) as root:
         field_count = max(len(sites) for sites in plate.values())
         write_plate_metadata(root, row_names, col_names, [f"{r}/{c}" for r, c in wells], fmt=_fmt(),
                              field_count=field_count, name=name)

@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -56,11 +55,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from stainseg.errors import StainsegError
+from stainseg.io.atomic import staged_dir
 from stainseg.segment.band_prepare import BAND_ROWS, PreparedRows, prepare_rows
 from stainseg.segment.rows import ImageRows, is_zarr, open_rows
 
 __all__ = ["segment_blockwise", "BlockwiseResult", "predict_overlap_rows", "whole_map_options", "object_table",
-           "read_blockwise_labels", "needs_blockwise", "blockwise_margin", "remove_stale_dirs", "staged_dir",
+           "read_blockwise_labels", "needs_blockwise", "blockwise_margin",
            "MARGIN_ROWS", "CHECK_CROP", "LABEL_CHUNK"]
 
 MARGIN_ROWS = 128
@@ -69,7 +69,6 @@ CHECK_CROP = 2048
 """Side of the central crop the image quality checks (and object checks) see."""
 LABEL_CHUNK = 1024
 """Chunk side of the label and probability zarr arrays."""
-_TEMP_DIR = re.compile(r"^\..+\.\d+\.(tmpdir|old\.tmpdir)$")
 
 
 @dataclass
@@ -140,64 +139,6 @@ def blockwise_margin(model: Any) -> int:
 
 
 # --------------------------------------------------------------------------- files
-
-
-@contextlib.contextmanager
-def staged_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a hidden temporary folder name beside ``path`` (the body creates it); on success it is renamed onto
-    ``path`` (replacing it).
-
-    On an error the temporary folder is removed and ``path`` is untouched; after a kill it stays
-    behind as ``.<name>.<pid>.tmpdir``, which :func:`remove_stale_dirs` deletes.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> target = Path(tempfile.mkdtemp()) / "labels.zarr"
-    >>> with staged_dir(target) as tmp:
-    ...     tmp.mkdir()
-    ...     _ = (tmp / "part").write_text("x")
-    >>> sorted(p.name for p in target.parent.iterdir())
-    ['labels.zarr']
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StainsegError(f"cannot create the output folder ({exc.strerror}); choose a writable -o folder", path.parent) from None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmpdir")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.with_name(f".{path.name}.{os.getpid()}.old.tmpdir")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def remove_stale_dirs(folder: str | Path) -> list[Path]:
-    """Delete the hidden temporary folders a killed block-wise run left in ``folder`` (call it under the folder's lock).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> folder = Path(tempfile.mkdtemp())
-    >>> (folder / ".big.ome.zarr.4242.tmpdir").mkdir()
-    >>> [p.name for p in remove_stale_dirs(folder)]
-    ['.big.ome.zarr.4242.tmpdir']
-    """
-    folder = Path(folder)
-    removed = []
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if _TEMP_DIR.match(path.name) and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-    return removed
 
 
 def _zarr_array(path: Path, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]) -> Any:

@@ -22,12 +22,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from stainseg.errors import StainsegError
-from stainseg.io.atomic import read_csv, remove_stale_temps, write_csv, write_json
-from stainseg.io.images import read_image, write_image, write_labels
+from stainseg.io.atomic import read_csv, remove_stale_dirs, remove_stale_temps, write_csv, write_json
+from stainseg.io.images import read_image, read_labels, write_image, write_labels
 from stainseg.io.lock import folder_lock
-from stainseg.segment.blockwise import remove_stale_dirs
 from stainseg.stages.parallel import map_tasks, note_load
-from stainseg.stages.segment_blockwise import blockwise_inputs, read_any_labels, run_blockwise_task
+from stainseg.stages.segment_blockwise import blockwise_inputs, run_blockwise_task
 from stainseg.provenance import provenance
 
 @dataclass
@@ -238,7 +237,7 @@ def _run(model_dir: Path, facts: tuple[dict[str, Any], dict[str, Any]], tasks: l
             (out / sub).mkdir(parents=True, exist_ok=True)
         for sub in ("", "labels", "records", "probability", "uncertainty", "nuclei"):
             remove_stale_temps(out / sub)  # left by a killed run; safe under the lock
-            remove_stale_dirs(out / sub)  # the block-wise path's temporary zarr folders
+            remove_stale_dirs(out / sub)  # temporary zarr folders (block-wise path, OME-Zarr plate)
         result = map_tasks(_segment_task, tasks, names, workers=workers, scheduler=scheduler, desc="segment",
                            shared=[str(out.resolve()), str(model_dir.resolve())], stages=(_load_task, _compute_task, _finish_task))
         rows = [r for r in result.results if r is not None]
@@ -250,7 +249,7 @@ def _run(model_dir: Path, facts: tuple[dict[str, Any], dict[str, Any]], tasks: l
         if output_format == "ome-zarr":
             from stainseg.io.omezarr import write_plate_labels
 
-            write_plate_labels(out / "labels.ome.zarr", rows, read=read_any_labels)
+            write_plate_labels(out / "labels.ome.zarr", rows, read=read_labels)  # TIFF and block-wise .ome.zarr
         seconds = time.time() - t0
         flags = {row["name"]: row["flag_reasons"] for row in rows if row.get("flags")}
         write_json(out / "run.json", {"stage": "segment", "model": str(model_dir), "model_meta": meta, **provenance(),

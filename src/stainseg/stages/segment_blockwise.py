@@ -14,11 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
 from stainseg.io.atomic import write_csv, write_json
 
-__all__ = ["blockwise_inputs", "run_blockwise_task", "read_any_labels", "is_blockwise_labels"]
+__all__ = ["blockwise_inputs", "run_blockwise_task"]
 
 
 def blockwise_inputs(task: dict[str, Any], model: Any) -> Optional[list[str]]:
@@ -67,25 +65,3 @@ def run_blockwise_task(state: dict[str, Any], model: Any) -> dict[str, Any]:
               **{k: round(v, 4) for k, v in timings.items()}}
     write_json(out / "records" / f"{name}.json", record)
     return record
-
-
-def is_blockwise_labels(path: str | Path) -> bool:
-    """True for a block-wise label image (``labels/<name>.ome.zarr``).
-
-    Examples
-    --------
-    >>> is_blockwise_labels("OUT/labels/big.ome.zarr"), is_blockwise_labels("OUT/labels/a.tif")
-    (True, False)
-    """
-    return str(path).endswith(".ome.zarr")
-
-
-def read_any_labels(path: str | Path) -> np.ndarray:
-    """A label image of a segmentation, TIFF or block-wise ``.ome.zarr`` (read whole: for the plate copy)."""
-    if is_blockwise_labels(path):
-        from stainseg.segment.blockwise import read_blockwise_labels
-
-        return np.asarray(read_blockwise_labels(path))
-    from stainseg.io.images import read_labels
-
-    return read_labels(path)
