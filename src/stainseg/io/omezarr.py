@@ -207,7 +207,8 @@ def write_plate_labels(path: str | Path, rows: Sequence[Mapping[str, Any]], name
 def _write_field(group, by_time: Mapping[str, Mapping[str, Any]], times: list[str], has_time: bool, name: str,
                  site: str, chunk: int, read: Callable[[str], np.ndarray]) -> None:
     first = next(iter(by_time.values()))
-    shape_yx = np.asarray(read(str(first["label_file"]))).shape
+    first_plane = np.asarray(read(str(first["label_file"])))  # sizes the arrays; written below, not read twice
+    shape_yx = first_plane.shape
     shape = (len(times), *shape_yx) if has_time else tuple(shape_yx)
     levels = pyramid_levels(shape_yx)
     arrays = _create_levels(group, shape, levels, chunk)
@@ -218,7 +219,10 @@ def _write_field(group, by_time: Mapping[str, Mapping[str, Any]], times: list[st
             absent.append(t)
             names.append("")
             continue  # fill value 0: an empty plane
-        plane = np.asarray(read(str(row["label_file"])))
+        if row is first:
+            plane, first_plane = first_plane, None  # read above; held no longer than needed
+        else:
+            plane = np.asarray(read(str(row["label_file"])))
         if plane.shape != shape_yx:
             raise StainsegError(f"label image is {plane.shape}, but others of its site are {shape_yx}; "
                                 "all time points of a site must have the same size", row["label_file"])
