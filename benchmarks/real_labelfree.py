@@ -123,8 +123,11 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
 
             targets = nuclei if model.cell_extent is not None and nuclei is not None else labels  # what the network learned
             prepared = [model.prepare(im) for im in images]
-            val_images, val_labels = validation_pairs(prepared, targets, model.info)
-            model.calibrate(val_images, val_labels, prepared=True, dilation=True, statistics=object_statistics(targets))
+            from stainseg.scale import downsample_labels
+
+            at_scale = [downsample_labels(np.asarray(t), model.preprocessing.downsample) for t in targets]  # as training had them
+            val_images, val_labels = validation_pairs(prepared, at_scale, model.info)
+            model.calibrate(val_images, val_labels, prepared=True, dilation=True, statistics=object_statistics(at_scale))
         TRAINED[key] = model
         return model, float(model.info.get("train_seconds", 0.0))
     t0 = time.perf_counter()
@@ -132,6 +135,7 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
     cfg = ExperimentConfig(objects=objects)
     cfg.model.base_width = args.base_width
     cfg.train.augment_rotate, cfg.train.augment_intensity = args.rotate, args.intensity
+    cfg.preprocess.downsample = args.downsample if args.downsample == "auto" else int(args.downsample)
     if key in ("isl", "sephace") and args.start_from:  # fine-tuning: the start model's architecture
         cfg.train.start_from = str(args.start_from)
     model = stainseg.train(images, labels, iterations=args.iterations, objects=objects, input_channels=names, cfg=cfg,
@@ -149,6 +153,7 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
 def model_facts(model: stainseg.Model, seconds: float) -> dict[str, Any]:
     s = model.segment_settings
     return {"train_seconds": seconds, "iterations": model.info.get("iterations_run"), "foreground_factor": model.info.get("foreground_factor"),
+            "downsample": model.preprocessing.downsample,
             "settings": {k: getattr(s, k) for k in ("threshold", "min_size", "min_distance", "min_depth", "dilation",
                                                     "smoothing") if hasattr(s, k)},
             "calibration": model.info.get("calibration"), "derived": model.derived.get("derived")}
@@ -342,6 +347,7 @@ def main() -> int:
                     help="isl, sephace: fine-tune from this model folder ([train] start_from), e.g. a phase->nuclei model of --models")
     ap.add_argument("--no-rotate", dest="rotate", action="store_false", help="[train] augment_rotate = false (the paper's flips only)")
     ap.add_argument("--intensity", type=float, default=0.3, help="[train] augment_intensity (0: off, the paper)")
+    ap.add_argument("--downsample", default="1", help='[preprocess] downsample: an integer working-scale factor or "auto" (default 1: full resolution)')
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--models", type=Path, default=None, help="save each trained model in MODELS/<data set>")
     ap.add_argument("--reuse", action="store_true", help="load the models of --models instead of training again")

@@ -56,6 +56,7 @@ def main() -> int:
     ap.add_argument("image", type=Path)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cellpose-python")
+    ap.add_argument("--only", help="comma-separated variant numbers to run (1-based, in the order printed; default all)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wholeproc-"))
     tiles = work / "model_tiles"  # the same folder with the paper's tiling
@@ -65,6 +66,9 @@ def main() -> int:
     (tiles / "model.json").write_text(json.dumps(meta))
     variants = {"onnx, overlap tiles (default)": (args.model, "onnx"), "torch, overlap tiles": (args.model, "torch"),
                 "onnx, two-pass 240 (paper)": (tiles, "onnx"), "torch, two-pass 240 (paper)": (tiles, "torch")}
+    if args.only:
+        keep = {int(i) - 1 for i in args.only.split(",")}
+        variants = {k: v for i, (k, v) in enumerate(variants.items()) if i in keep}
     print(f"CPU: {cpu_kind()}; load average {os.getloadavg()[0]:.1f}; image {args.image}")
     best: dict[str, dict[str, float]] = {}
     for _ in range(args.repeat):

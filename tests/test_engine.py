@@ -109,7 +109,8 @@ _SEGMENT_WITHOUT_TORCH = """
 import json, sys
 from stainseg.cli import main
 code = main(["segment", sys.argv[1], sys.argv[2], "-o", sys.argv[3]] + sys.argv[4:])
-print(json.dumps({"code": code, "torch": "torch" in sys.modules, "modules": sorted(m for m in ("dask", "distributed", "onnx", "matplotlib") if m in sys.modules)}))
+heavy = ("dask", "distributed", "onnx", "matplotlib", "scipy.interpolate", "stainseg.groundtruth.cells", "stainseg.train")
+print(json.dumps({"code": code, "torch": "torch" in sys.modules, "modules": sorted(m for m in heavy if m in sys.modules)}))
 """
 
 

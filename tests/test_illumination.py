@@ -173,3 +173,20 @@ def test_fast_field_equals_reference_on_real_planes(shared_data):
         reference /= reference.mean()
         field = background_field(plane)
         assert np.max(np.abs(field / reference - 1)) < 1e-5, path.name
+
+
+@pytest.mark.parametrize("grid", [2, 3, 4, 5, 8])
+def test_own_bspline_basis_equals_scipys(grid):
+    """The numpy Cox-de Boor basis (no scipy.interpolate import on the segment path) is scipy's design matrix."""
+    from scipy.interpolate import BSpline
+
+    from stainseg.groundtruth.illumination import _basis, bspline_design
+
+    for length in (9, 520, 2048):
+        order = min(3, grid - 1)
+        inner = np.linspace(-0.5, length - 0.5, grid - order + 1)[1:-1]
+        knots = np.concatenate([[-0.5] * (order + 1), inner, [length - 0.5] * (order + 1)])
+        coords = np.concatenate([np.arange(length), np.random.default_rng(grid).uniform(-0.5, length - 0.5 - 1e-9, 40)])
+        ours = bspline_design(coords, knots, order)
+        np.testing.assert_allclose(ours, BSpline.design_matrix(coords, knots, order).toarray(), atol=1e-12)
+        np.testing.assert_allclose(_basis(np.arange(length), length, grid).sum(axis=1), 1.0, atol=1e-12)

@@ -242,6 +242,8 @@ def _check_values(cfg: ExperimentConfig, where: str) -> None:
         raise bad("train.learning_rate", "must be > 0")
     if isinstance(cfg.train.foreground_factor, float) and cfg.train.foreground_factor <= 0:
         raise bad("train.foreground_factor", "must be > 0 or \"auto\"")
+    if cfg.preprocess.downsample != "auto" and not 1 <= cfg.preprocess.downsample <= 8:
+        raise bad("preprocess.downsample", "must be an integer from 1 (full resolution) to 8, or \"auto\"")
     if cfg.model.base_width < 1 or cfg.model.depth < 1 or cfg.model.residual_blocks < 0:
         raise bad("model", "base_width and depth must be >= 1, residual_blocks >= 0")
     if cfg.groundtruth.cytoplasm_dilation < 1:

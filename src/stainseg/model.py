@@ -25,7 +25,7 @@ import numpy as np
 from stainseg.config import ExperimentConfig, ModelConfig, SegmentConfig
 from stainseg.errors import StainsegError
 from stainseg.model_input import arrange_channels, is_constant
-from stainseg.model_run import SEGMENT_OVERRIDES, run_settings
+from stainseg.model_run import SEGMENT_OVERRIDES, probability_of, run_settings
 from stainseg.preprocess import Preprocessing, prepare
 
 __all__ = ["Model", "arrange_channels", "is_constant", "SEGMENT_OVERRIDES"]
@@ -247,9 +247,9 @@ class Model:
         return stack
 
     def prepare(self, raw: Any, where: str | Path | None = None) -> np.ndarray:
-        """The network input of raw planes: illumination correction, then normalisation (the only implementation).
+        """The network input of raw planes: illumination correction, normalisation, the working scale (the only implementation).
 
-        Returns float32 (C, Y, X).
+        Returns float32 (C, Y, X), reduced by ``preprocessing.downsample`` when that is above 1 (:mod:`stainseg.scale`).
         """
         return prepare(self.arrange(raw, where), self.preprocessing)
 
@@ -313,7 +313,7 @@ class Model:
         >>> Model.new(["DNA"]).predict_probability(np.ones((32, 40))).shape
         (2, 32, 40)
         """
-        return self.predict_prepared(self.prepare(raw), **overrides)[0]
+        return probability_of(self, raw, **overrides)
 
     def _settings(self, overrides: Mapping[str, Any]) -> SegmentConfig:
         """The segmentation settings of one call: the model's with ``overrides`` (:func:`stainseg.model_run.run_settings`)."""

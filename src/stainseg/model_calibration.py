@@ -72,6 +72,18 @@ def training_flat_field(stacks: Sequence[np.ndarray], preprocessing: Any) -> Opt
     return np.stack([flat_field([s[c] for s in stacks], p.spline_grid, p.spline_iterations) for c in range(stacks[0].shape[0])])
 
 
+def _at_working_scale(labels: np.ndarray, shape: tuple[int, ...], factor: int) -> np.ndarray:
+    """Calibration labels at the network's working scale: full-size labels of a downsampling model are reduced."""
+    if labels.shape == tuple(shape):
+        return labels
+    from stainseg.scale import downsample_labels, working_shape
+
+    if factor > 1 and working_shape(labels.shape, factor) == tuple(shape):
+        return downsample_labels(labels, factor)
+    raise StainsegError(f"calibration labels of shape {labels.shape} do not match their image ({tuple(shape)} at the working scale); "
+                        "give one label image per image, of the same size")
+
+
 def calibrate_model(model: Any, images: Sequence[Any], labels: Sequence[np.ndarray], prepared: bool = False,
                     dilation: bool = True, statistics: Optional[dict[str, Any]] = None,
                     foreground_factor: Optional[float] = None, smoothing: bool = True) -> dict[str, Any]:
@@ -93,7 +105,7 @@ def calibrate_model(model: Any, images: Sequence[Any], labels: Sequence[np.ndarr
         Raw planes (or prepared network inputs when ``prepared``), e.g. the validation crops.
     labels : sequence of ndarray
         Their automatic instance labels of the network's objects (``model.network_objects``: the nuclei
-        for a model of cells grown from nuclei).
+        for a model of cells grown from nuclei), at the images' full size or at the working scale.
     prepared : bool
         ``images`` are network inputs already (:meth:`stainseg.Model.prepare`).
     dilation : bool
@@ -120,14 +132,14 @@ def calibrate_model(model: Any, images: Sequence[Any], labels: Sequence[np.ndarr
     """
     from stainseg.segment.derive import SMOOTHING_FACTORS, calibrate, derived_settings, object_statistics
 
-    labels = [np.asarray(lab) for lab in labels]
+    probs = [model.predict_prepared(np.asarray(im, np.float32) if prepared else model.prepare(im))[0] for im in images]
+    labels = [_at_working_scale(np.asarray(lab), prob.shape[1:], model.preprocessing.downsample) for lab, prob in zip(labels, probs)]
     stats = statistics or object_statistics(labels)
     if not stats.get("objects") or not any(lab.any() for lab in labels):
         raise StainsegError("the calibration labels hold no objects; give images with objects in them")
     if foreground_factor is None and isinstance(model.info.get("foreground_factor"), (int, float)):
         foreground_factor = float(model.info["foreground_factor"])
     base = derived_settings(stats, foreground_factor)
-    probs = [model.predict_prepared(np.asarray(im, np.float32) if prepared else model.prepare(im))[0] for im in images]
     grid: dict[str, Any] = {} if dilation else {"dilation": (model.dilation,)}
     if smoothing and model.n_classes == 2:
         grid["smoothing_factor"] = SMOOTHING_FACTORS

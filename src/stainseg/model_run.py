@@ -21,7 +21,7 @@ from stainseg.errors import StainsegError
 from stainseg.model_input import is_constant
 from stainseg.preprocess import prepare
 
-__all__ = ["run_model", "empty_result", "run_settings", "SEGMENT_OVERRIDES"]
+__all__ = ["run_model", "empty_result", "run_settings", "probability_of", "SEGMENT_OVERRIDES"]
 
 SEGMENT_OVERRIDES = ("tiling", "tile_size", "two_pass", "batch_size", "threshold", "min_size", "min_distance", "min_depth", "dilation", "smoothing")
 """The settings one call of :meth:`stainseg.Model.run` (or ``segment``) may override."""
@@ -53,6 +53,24 @@ def run_settings(settings: SegmentConfig, overrides: Mapping[str, Any]) -> Segme
     if not 0.0 < float(s.threshold) < 1.0:
         raise StainsegError(f"threshold {s.threshold} must lie between 0 and 1")
     return s
+
+
+def probability_of(model: Any, raw: Any, **overrides: Any) -> np.ndarray:
+    """Class probabilities (K, Y, X) of raw planes at their own size (:meth:`stainseg.Model.predict_probability`).
+
+    Examples
+    --------
+    >>> from stainseg.model import Model
+    >>> probability_of(Model.new(["DNA"]), np.ones((32, 40))).shape
+    (2, 32, 40)
+    """
+    stack = model.arrange(raw)
+    prob = model.predict_prepared(prepare(stack, model.preprocessing), **overrides)[0]
+    if model.preprocessing.downsample > 1:  # a model that works at 1 / f: back to the input's size
+        from stainseg.scale import upsample
+
+        prob = upsample(prob, model.preprocessing.downsample, stack.shape)
+    return prob
 
 
 def empty_result(model: Any, stack: np.ndarray, flags: list[Any], two_pass: Optional[bool] = None) -> dict[str, Any]:
@@ -96,6 +114,9 @@ def empty_result(model: Any, stack: np.ndarray, flags: list[Any], two_pass: Opti
 def run_model(model: Any, raw: Any, where: str | Path | None = None, progress: Optional[Callable[[int], None]] = None,
               check: bool = True, flags: Optional[list[Any]] = None, **overrides: Any) -> dict[str, Any]:
     """Segment raw planes with ``model`` and return everything: ``labels``, ``probability``, ``uncertainty``, ``timings``, ``flags``.
+
+    A model that works at a reduced scale (``model.preprocessing.downsample``) segments there, and its
+    labels, probabilities and uncertainty are repeated back to the input's size (:mod:`stainseg.scale`).
 
     A model of cells grown from nuclei (``model.cell_extent``) segments the nuclei with the network
     (returned as ``nuclei``; ``probability`` is theirs), then grows each into its cell over the
@@ -170,6 +191,12 @@ def run_model(model: Any, raw: Any, where: str | Path | None = None, progress: O
     del x
     t2 = time.perf_counter()
     labels = probability_to_labels(prob, **model.instance_options(**overrides))
+    factor = model.preprocessing.downsample
+    if factor > 1:  # a model that works at 1 / f: every output back at the input's size (stainseg.scale)
+        from stainseg.scale import upsample
+
+        labels, prob = upsample(labels, factor, stack.shape), upsample(prob, factor, stack.shape)
+        unc = None if unc is None else upsample(unc, factor, stack.shape)
     nuclei = None
     if model.cell_extent is not None:
         nuclei = labels

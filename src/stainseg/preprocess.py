@@ -82,6 +82,9 @@ class Preprocessing:
     constant_illumination: bool = False
     """Divide every plane by :attr:`flat_field` (estimated from the training images) instead of fitting a spline
     to each image: for a plate whose illumination does not change (``stainseg segment --constant-illumination``)."""
+    downsample: int = 1
+    """Working scale: the prepared planes are reduced by this integer factor (block means, :mod:`stainseg.scale`) as
+    the last step; the network and the instance settings work at that scale. 1 = full resolution (the paper)."""
     flat_field: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     """(C, Y, X) float32 fields of mean 1 from the training images (:func:`stainseg.groundtruth.illumination.flat_field`),
     stored as ``MODEL/flat_field.npy``, not in ``model.json``."""
@@ -240,7 +243,10 @@ def _usable_flat_field(stack: np.ndarray, settings: Preprocessing) -> Optional[n
 
 
 def prepare(stack: np.ndarray, settings: Preprocessing) -> np.ndarray:
-    """Network input from raw planes: illumination correction, then normalisation (one float32 buffer per plane).
+    """Network input from raw planes: illumination correction, normalisation, then the working scale (float32).
+
+    With ``settings.downsample = f > 1`` the result is ``(C, ceil(Y / f), ceil(X / f))``
+    (:func:`stainseg.scale.downsample_planes`).
 
     Parameters
     ----------
@@ -252,7 +258,7 @@ def prepare(stack: np.ndarray, settings: Preprocessing) -> np.ndarray:
 
     Returns
     -------
-    ndarray of float32, shape (C, Y, X)
+    ndarray of float32, shape (C, Y, X) (at the working scale)
 
     Examples
     --------
@@ -281,4 +287,8 @@ def prepare(stack: np.ndarray, settings: Preprocessing) -> np.ndarray:
             else:
                 fixed = (stats[c].relative_low * level, stats[c].relative_high * level)
         normalize_plane(out[c], out[c], settings.low, settings.high, min_range=min_range, fixed=fixed)
+    if settings.downsample > 1:
+        from stainseg.scale import downsample_planes
+
+        out = downsample_planes(out, settings.downsample)
     return out

@@ -148,7 +148,8 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
         raw, where = sample, "sample"
     else:
         raw, where = read_image(sample), sample
-    multiple = 2 ** model.network_config.depth
+    factor = model.preprocessing.downsample  # a working scale: the package averages f x f blocks itself
+    multiple = 2 ** model.network_config.depth * factor
     raw = centre_crop(model.arrange(np.asarray(raw), where), MAX_TEST_SIZE, multiple)
     # the package's input: the crop after illumination correction, the step of Model.prepare it does not do
     test_input = np.stack([correct_plane(plane, model.preprocessing) for plane in raw])[None]
@@ -157,6 +158,10 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
     with torch.inference_mode():  # the expected output: stainseg's own preparation and network, whole crop in one pass
         test_output = torch.softmax(network(torch.from_numpy(prepared)[None]).float(), dim=1).numpy().astype(np.float32)
     labels = probability_to_labels(test_output[0], **model.instance_options())
+    if factor > 1:
+        from stainseg.scale import upsample
+
+        test_output, labels = upsample(test_output, factor, raw.shape), upsample(labels, factor, raw.shape)
 
     norm = normalization_kwargs(model.preprocessing, n_in)
     wrapped = wrap_network(model)

@@ -74,8 +74,10 @@ class BioimageioStainNet(nn.Module):
     def __init__(self, in_channels: int = 1, base_width: int = 8, depth: int = 3, residual_blocks: int = 4,
                  head: str = "3class", normalization: str = "image", low: float = 0.5, high: float = 99.5,
                  floor: Optional[Sequence[float]] = None, fixed: Optional[Sequence[bool]] = None,
-                 relative_low: Optional[Sequence[float]] = None, relative_high: Optional[Sequence[float]] = None) -> None:
+                 relative_low: Optional[Sequence[float]] = None, relative_high: Optional[Sequence[float]] = None,
+                 downsample: int = 1) -> None:
         super().__init__()
+        self.downsample = int(downsample)
         self.net = StainNet(ModelConfig(in_channels=in_channels, base_width=base_width, depth=depth,
                                         residual_blocks=residual_blocks, head=head))
         self.normalization = normalization
@@ -103,8 +105,17 @@ class BioimageioStainNet(nn.Module):
         return torch.where(valid[:, :, None, None], y, torch.zeros_like(y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities (N, K, Y, X) from a (N, C, Y, X) illumination-corrected input (any intensity scale)."""
-        return torch.softmax(self.net(self.normalize(x.float())).float(), dim=1)
+        """Probabilities (N, K, Y, X) from a (N, C, Y, X) illumination-corrected input (any intensity scale).
+
+        A model with a working scale (``downsample = f > 1``) averages ``f x f`` blocks after the
+        normalisation and repeats its probabilities back over them (Y and X multiples of ``f``)."""
+        y = self.normalize(x.float())
+        if self.downsample > 1:
+            y = torch.nn.functional.avg_pool2d(y, self.downsample)
+        p = torch.softmax(self.net(y).float(), dim=1)
+        if self.downsample > 1:
+            p = torch.nn.functional.interpolate(p, scale_factor=float(self.downsample), mode="nearest")
+        return p
 
 
 def _sorted_quantile(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -155,8 +166,11 @@ def architecture_kwargs(model: Any) -> dict[str, Any]:
     (1, '2class', 'hybrid')
     """
     cfg = model.network_config
-    return {"in_channels": model.in_channels, "base_width": cfg.base_width, "depth": cfg.depth,
-            "residual_blocks": cfg.residual_blocks, "head": cfg.head, **normalization_kwargs(model.preprocessing, model.in_channels)}
+    kwargs = {"in_channels": model.in_channels, "base_width": cfg.base_width, "depth": cfg.depth,
+              "residual_blocks": cfg.residual_blocks, "head": cfg.head, **normalization_kwargs(model.preprocessing, model.in_channels)}
+    if model.preprocessing.downsample > 1:  # only then, so packages of full-resolution models keep their kwargs
+        kwargs["downsample"] = int(model.preprocessing.downsample)
+    return kwargs
 
 
 def wrap_network(model: Any) -> BioimageioStainNet:

@@ -252,6 +252,10 @@ def segment_blockwise(model: Any, image: Any, out: str | Path, name: Optional[st
     if model.cell_extent is not None:
         raise StainsegError("block-wise segmentation of cells grown from nuclei is not supported; segment crops of the image "
                             "below [segment] blockwise_pixels instead", getattr(model, "path", None))
+    if model.preprocessing.downsample > 1:
+        raise StainsegError(f"block-wise segmentation of a model that works at 1/{model.preprocessing.downsample} of the "
+                            "resolution is not supported; segment crops of the image below [segment] blockwise_pixels, "
+                            "or raise it (the working scale needs 1/4 of the memory per pixel)", getattr(model, "path", None))
     if band < 16:
         raise StainsegError(f"band of {band} rows is too small; use at least 16 (default {BAND_ROWS})")
     if save_uncertainty:

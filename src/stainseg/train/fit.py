@@ -4,7 +4,8 @@ The steps, each its own function: the model's preprocessing learns the intensity
 the raw images, every image is prepared by :meth:`Model.prepare` (so training and segmentation
 share one preprocessing by construction), the loop trains the network, the settings of the
 instance step are derived from the labels and calibrated on the validation crops, and the folder
-is written once.
+is written once. With ``[preprocess] downsample`` (or ``"auto"``) all of that happens at the working
+scale (:mod:`stainseg.scale`): the images are reduced by :meth:`Model.prepare` and the labels here.
 
 Cells grown from nuclei (``cell_method = "nuclei"``, the default for ``objects = "cells"`` without a
 cytoplasm stain) train exactly as a nuclei model: the nuclei labels are the targets and calibrate the
@@ -25,8 +26,9 @@ import numpy as np
 from stainseg.config import ExperimentConfig
 from stainseg.errors import StainsegError
 from stainseg.model import Model
+from stainseg.scale import downsample_labels, working_downsample
 
-__all__ = ["fit_model", "validation_pairs"]
+__all__ = ["fit_model", "validation_pairs", "working_factor"]
 
 
 def validation_pairs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], info: dict[str, Any]
@@ -37,6 +39,20 @@ def validation_pairs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         return [images[i][:, :, c:] for i, c in strips.items()], [labels[i][:, c:] for i, c in strips.items()]
     held = info.get("validation_indices") or list(range(len(images)))
     return [images[i] for i in held], [labels[i] for i in held]
+
+
+def working_factor(setting: int | str, labels: Sequence[np.ndarray], info: dict[str, Any]) -> int:
+    """The working scale of a training (``[preprocess] downsample``): the setting, or for ``"auto"`` the factor the
+    median diameter of ``labels`` allows (:func:`stainseg.scale.working_downsample`); the reason goes to ``info``."""
+    if setting != "auto":
+        info["downsample"] = {"factor": int(setting), "from": "setting"}
+        return int(setting)
+    from stainseg.segment.derive import object_statistics
+
+    diameter = object_statistics(list(labels)).get("diameter")
+    factor = working_downsample(diameter)
+    info["downsample"] = {"factor": factor, "from": "auto", "diameter": None if diameter is None else round(float(diameter), 2)}
+    return factor
 
 
 def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: ExperimentConfig, out: str | Path,
@@ -118,7 +134,10 @@ def fit_model(raws: Sequence[Any], labels: Sequence[np.ndarray], cfg: Experiment
         model.cell_extent = CellExtent.for_groundtruth(cfg.groundtruth)
         model.experiment = copy.deepcopy(cfg) if cfg.root else None
     model.fit_statistics(raws, labels)  # the quality reference: the objects the model outputs
-    images = [model.prepare(raw, f"training image {i}") for i, raw in enumerate(raws)]
+    model.preprocessing.downsample = working_factor(cfg.preprocess.downsample, targets, model.info)
+    images = [model.prepare(raw, f"training image {i}") for i, raw in enumerate(raws)]  # at the working scale
+    if model.preprocessing.downsample > 1:  # the network learns, and is calibrated, at the working scale
+        targets = [downsample_labels(np.asarray(t), model.preprocessing.downsample) for t in targets]
     result = train(images, targets, net_cfg, out, resume=resume, progress=progress, stop_after=stop_after)
     if result is None or result.info.get("rank", 0) != 0:
         return None
