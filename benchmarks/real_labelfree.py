@@ -347,7 +347,7 @@ def main() -> int:
                     help="isl, sephace: fine-tune from this model folder ([train] start_from), e.g. a phase->nuclei model of --models")
     ap.add_argument("--no-rotate", dest="rotate", action="store_false", help="[train] augment_rotate = false (the paper's flips only)")
     ap.add_argument("--intensity", type=float, default=0.3, help="[train] augment_intensity (0: off, the paper)")
-    ap.add_argument("--downsample", default="1", help='[preprocess] downsample: an integer working-scale factor or "auto" (default 1: full resolution)')
+    ap.add_argument("--downsample", default="auto", help="[preprocess] downsample: an integer working-scale factor, or \"auto\" (the default; 1: full resolution)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--models", type=Path, default=None, help="save each trained model in MODELS/<data set>")
     ap.add_argument("--reuse", action="store_true", help="load the models of --models instead of training again")

@@ -91,6 +91,15 @@ def test_every_output_has_the_input_size(auto_model):
     assert 4 <= len(np.unique(found[found > 0])) <= 8  # six objects, found at full size after 60 iterations
 
 
+def test_calibration_takes_full_size_labels_of_raw_images(auto_model):
+    model = Model.load(auto_model, device="cpu", engine="torch")
+    image, labels = _field(8)
+    record = model.calibrate([image], [labels])  # raw image, full-size labels: reduced to the working scale
+    assert record["objects"] >= 5 and model.derived["objects"]["diameter"] < 25
+    with pytest.raises(StainsegError, match="do not match their image"):
+        model.calibrate([image], [labels[:100]])
+
+
 def test_onnx_and_torch_give_the_same_labels_at_the_working_scale(auto_model):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     image, _ = _field(4)
