@@ -28,6 +28,9 @@ Steps, each holding a band of rows (never a whole plane) in memory:
 
 Quality flags come from a central crop of at most :data:`CHECK_CROP` px a side (image checks) and
 the labels of that crop (object checks). A model of cells grown from nuclei is not supported here.
+A model with a working scale (``preprocessing.downsample = f > 1``) runs steps 2 and 3 on the
+prepared rows reduced by block means (:class:`stainseg.segment.band_scale.ScaledRows`) and writes
+its labels, and any kept probability or uncertainty map, back at the input's size.
 
 Examples
 --------
@@ -58,6 +61,7 @@ from stainseg.io.atomic import staged_dir
 from stainseg.segment.band_inference import predict_overlap_rows
 from stainseg.segment.band_objects import object_table, whole_map_options
 from stainseg.segment.band_prepare import BAND_ROWS, PreparedRows, prepare_rows
+from stainseg.segment.band_scale import ScaledRows, upsample_rows
 from stainseg.segment.rows import ImageRows, is_zarr, open_rows
 
 __all__ = ["segment_blockwise", "BlockwiseResult", "predict_overlap_rows", "whole_map_options", "object_table",
@@ -252,10 +256,6 @@ def segment_blockwise(model: Any, image: Any, out: str | Path, name: Optional[st
     if model.cell_extent is not None:
         raise StainsegError("block-wise segmentation of cells grown from nuclei is not supported; segment crops of the image "
                             "below [segment] blockwise_pixels instead", getattr(model, "path", None))
-    if model.preprocessing.downsample > 1:
-        raise StainsegError(f"block-wise segmentation of a model that works at 1/{model.preprocessing.downsample} of the "
-                            "resolution is not supported; segment crops of the image below [segment] blockwise_pixels, "
-                            "or raise it (the working scale needs 1/4 of the memory per pixel)", getattr(model, "path", None))
     if band < 16:
         raise StainsegError(f"band of {band} rows is too small; use at least 16 (default {BAND_ROWS})")
     if save_uncertainty:
@@ -274,6 +274,8 @@ def segment_blockwise(model: Any, image: Any, out: str | Path, name: Optional[st
             cy0, cy1, cx0, cx1 = _check_crop(source)
             flags = list(model.check(source.crop(cy0, cy1, cx0, cx1).astype(np.float32)))
         prepared = prepare_rows(source, model.preprocessing, band)
+        factor = int(model.preprocessing.downsample)
+        network_input = ScaledRows(prepared, factor) if factor > 1 else prepared  # the working scale (stainseg.scale)
         timings["prepare_s"] = time.perf_counter() - t0
         skipped = bool(skip_flagged and any(not f.informative for f in flags))
         if prepared.constant and not any(f.code == "blank" for f in flags):
@@ -287,17 +289,31 @@ def segment_blockwise(model: Any, image: Any, out: str | Path, name: Optional[st
         with stack:
             prob = unc = None
             if run_network:
-                prob_dir = stack.enter_context(staged_dir(prob_final) if prob_final else _temporary_dir(out / f".{name}.probability.zarr"))
-                unc_dir = stack.enter_context(staged_dir(unc_final)) if unc_final else None
-                prob, unc = _infer(model, prepared, settings, prob_dir, unc_dir, timings)
+                scaled = factor > 1  # the network's maps at the working scale go to temporary folders
+                prob_dir = stack.enter_context(staged_dir(prob_final) if prob_final and not scaled
+                                               else _temporary_dir(out / f".{name}.probability.zarr"))
+                unc_dir = None
+                if unc_final:
+                    unc_dir = stack.enter_context(_temporary_dir(out / f".{name}.uncertainty.zarr") if scaled else staged_dir(unc_final))
+                prob, unc = _infer(model, network_input, settings, prob_dir, unc_dir, timings)
                 t2 = time.perf_counter()
                 options = whole_map_options(prob, options, band, margin)
                 used.update(options)
+                if scaled and prob_final is not None:  # the kept maps at the input's size
+                    _full_size(prob, stack.enter_context(staged_dir(prob_final)), (height, width), factor, band)
+                if scaled and unc is not None and unc_final is not None:
+                    unc = _full_size(unc, stack.enter_context(staged_dir(unc_final)), (height, width), factor, band)
 
             def fill(level0: Any) -> int:
                 if prob is None:
                     return 0
-                return labels_blockwise(prob, level0, band, margin, **options)
+                if factor == 1:
+                    return labels_blockwise(prob, level0, band, margin, **options)
+                with _temporary_dir(out / f".{name}.labels.zarr") as small_dir:  # labels at the working scale, then repeated
+                    small = _zarr_array(small_dir, prob.shape[1:], "u4", (min(prob.shape[1], LABEL_CHUNK), min(prob.shape[2], LABEL_CHUNK)))
+                    count = labels_blockwise(prob, small, band, margin, **options)
+                    upsample_rows(small, level0, factor, band)
+                return count
 
             with staged_dir(labels_path) as tmp:
                 import zarr
@@ -334,7 +350,15 @@ def _temporary_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _infer(model: Any, prepared: PreparedRows, settings: Any, prob_dir: Path, unc_dir: Optional[Path],
+def _full_size(small: Any, folder: Path, shape: tuple[int, int], factor: int, band: int) -> Any:
+    """A zarr array in ``folder`` holding working-scale ``small`` (..., y, x) at the input's (Y, X) ``shape``."""
+    full = tuple(small.shape[:-2]) + shape
+    big = _zarr_array(folder, full, "f4", tuple(small.shape[:-2]) + (min(shape[0], 256), min(shape[1], 4 * LABEL_CHUNK)))
+    upsample_rows(small, big, factor, band)
+    return big
+
+
+def _infer(model: Any, prepared: PreparedRows | ScaledRows, settings: Any, prob_dir: Path, unc_dir: Optional[Path],
            timings: dict[str, float]) -> tuple[Any, Any]:
     """Probabilities (and the two-pass uncertainty) of the prepared image into zarr arrays."""
     from stainseg.segment.tiling import predict_tiled
