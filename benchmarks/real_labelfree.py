@@ -135,7 +135,8 @@ def train_model(images: list[np.ndarray], labels: list[np.ndarray], objects: str
     cfg = ExperimentConfig(objects=objects)
     cfg.model.base_width = args.base_width
     cfg.train.augment_rotate, cfg.train.augment_intensity = args.rotate, args.intensity
-    cfg.preprocess.downsample = args.downsample if args.downsample == "auto" else int(args.downsample)
+    if args.downsample is not None:
+        cfg.preprocess.downsample = args.downsample if args.downsample == "auto" else int(args.downsample)
     if key in ("isl", "sephace") and args.start_from:  # fine-tuning: the start model's architecture
         cfg.train.start_from = str(args.start_from)
     model = stainseg.train(images, labels, iterations=args.iterations, objects=objects, input_channels=names, cfg=cfg,
@@ -347,7 +348,7 @@ def main() -> int:
                     help="isl, sephace: fine-tune from this model folder ([train] start_from), e.g. a phase->nuclei model of --models")
     ap.add_argument("--no-rotate", dest="rotate", action="store_false", help="[train] augment_rotate = false (the paper's flips only)")
     ap.add_argument("--intensity", type=float, default=0.3, help="[train] augment_intensity (0: off, the paper)")
-    ap.add_argument("--downsample", default="auto", help="[preprocess] downsample: an integer working-scale factor, or \"auto\" (the default; 1: full resolution)")
+    ap.add_argument("--downsample", default=None, help="[preprocess] downsample: an integer working-scale factor or \"auto\" (default: the config's default, 1)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--models", type=Path, default=None, help="save each trained model in MODELS/<data set>")
     ap.add_argument("--reuse", action="store_true", help="load the models of --models instead of training again")

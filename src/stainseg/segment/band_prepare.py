@@ -39,7 +39,7 @@ from stainseg.errors import StainsegError
 from stainseg.preprocess import FLOOR_FRACTION, Preprocessing, _sample_step, _usable_flat_field
 from stainseg.segment.rows import ImageRows
 
-__all__ = ["PreparedRows", "prepare_rows", "band_block_medians", "BAND_ROWS"]
+__all__ = ["PreparedRows", "prepare_rows", "band_block_medians", "read_row_slice", "BAND_ROWS"]
 
 BAND_ROWS = 1024
 """Rows read at a time by the statistics pass (rounded to a multiple of the illumination block side)."""
@@ -150,18 +150,24 @@ class PreparedRows:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """``self[:, y0:y1]``, ``self[c, y0:y1, x0:x1]`` or ``self[..., y0:y1, x0:x1]`` (row slices of step 1)."""
-        key = key if isinstance(key, tuple) else (key,)
-        if key[:1] == (Ellipsis,):
-            key = (slice(None),) * (4 - len(key)) + key[1:]
-        c_key, y_key, x_key = key + (slice(None),) * (3 - len(key))
-        if not isinstance(y_key, slice) or y_key.step not in (None, 1):
-            raise TypeError("PreparedRows is read by row slices of step 1")
-        y0, y1, _ = y_key.indices(self.shape[1])
-        return self.rows(y0, y1)[c_key, :, x_key]
+        return read_row_slice(self, key)
 
     def __repr__(self) -> str:
         c, y, x = self.shape
         return f"PreparedRows({c} x {y} x {x}, {self.source.where})"
+
+
+def read_row_slice(rows: Any, key: Any) -> np.ndarray:
+    """``rows[key]`` for an object with ``shape`` (C, Y, X) and ``rows(y0, y1)``: ``[:, y0:y1]``, ``[c, y0:y1, x0:x1]``
+    or ``[..., y0:y1, x0:x1]`` (row slices of step 1 only)."""
+    key = key if isinstance(key, tuple) else (key,)
+    if key[:1] == (Ellipsis,):
+        key = (slice(None),) * (4 - len(key)) + key[1:]
+    c_key, y_key, x_key = key + (slice(None),) * (3 - len(key))
+    if not isinstance(y_key, slice) or y_key.step not in (None, 1):
+        raise TypeError(f"{type(rows).__name__} is read by row slices of step 1")
+    y0, y1, _ = y_key.indices(rows.shape[1])
+    return rows.rows(y0, y1)[c_key, :, x_key]
 
 
 def _as_float(raw: np.ndarray, where: str) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from stainseg.scale import downsample_planes, working_shape
+from stainseg.segment.band_prepare import read_row_slice
 
 __all__ = ["ScaledRows", "upsample_rows"]
 
@@ -49,14 +50,7 @@ class ScaledRows:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """``self[:, y0:y1]``, ``self[c, y0:y1, x0:x1]`` or ``self[..., y0:y1, x0:x1]`` (row slices of step 1)."""
-        key = key if isinstance(key, tuple) else (key,)
-        if key[:1] == (Ellipsis,):
-            key = (slice(None),) * (4 - len(key)) + key[1:]
-        c_key, y_key, x_key = key + (slice(None),) * (3 - len(key))
-        if not isinstance(y_key, slice) or y_key.step not in (None, 1):
-            raise TypeError("ScaledRows is read by row slices of step 1")
-        y0, y1, _ = y_key.indices(self.shape[1])
-        return self.rows(y0, y1)[c_key, :, x_key]
+        return read_row_slice(self, key)
 
 
 def upsample_rows(small: Any, out: Any, factor: int, band: int) -> None:
