@@ -7,7 +7,8 @@ keeps the median diameter of the training objects at :data:`MIN_WORKING_DIAMETER
 (at most :data:`MAX_DOWNSAMPLE`); ``1``, the default, is the paper's full resolution. Nuclei of 29-34 px
 (BBBC039, BBBC022, the deepcell and isl fields at their resolutions) are halved by ``"auto"``; on real
 data that kept the accuracy against manual masks on BBBC039, raised it for 3T3 nuclei from phase
-contrast and lowered it for HeLa cells grown from nuclei (``docs/results.md``, "Working scale").
+contrast and lowered it by 3.6 points for HeLa cells grown from nuclei on two seeds (``docs/results.md``,
+"Working scale").
 
 - The prepared planes are reduced by ``f x f`` block means (:func:`downsample_planes`, the last step
   of :func:`stainseg.preprocess.prepare`): the network, the tiles and the instance settings all work
