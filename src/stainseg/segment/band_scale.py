@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from stainseg.scale import downsample_planes, working_shape
+from stainseg.scale import downsample_planes, upsample, working_shape
 from stainseg.segment.band_prepare import read_row_slice
 
 __all__ = ["ScaledRows", "upsample_rows"]
@@ -71,7 +71,5 @@ def upsample_rows(small: Any, out: Any, factor: int, band: int) -> None:
     height, width = int(out.shape[-2]), int(out.shape[-1])
     for y0 in range(0, int(small.shape[-2]), band):
         y1 = min(y0 + band, int(small.shape[-2]))
-        block = np.asarray(small[..., y0:y1, :])
-        big = np.repeat(np.repeat(block, f, axis=-2), f, axis=-1)
         rows = min(y1 * f, height) - y0 * f
-        out[..., y0 * f:y0 * f + rows, :] = big[..., :rows, :width]
+        out[..., y0 * f:y0 * f + rows, :] = upsample(np.asarray(small[..., y0:y1, :]), f, (rows, width))
