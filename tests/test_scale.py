@@ -152,6 +152,8 @@ def test_bioimageio_package_averages_the_blocks_itself(auto_model, tmp_path):
         x = np.load(io.BytesIO(zf.read("test_input.npy")))
         y = np.load(io.BytesIO(zf.read("test_output.npy")))
         state = torch.load(io.BytesIO(zf.read("weights.pt")), weights_only=True)
+        readme = zf.read("README.md").decode()
+    assert "averages 2 x 2 blocks" in readme and "multiples of 16" in readme and "at 1/2 of the resolution" in readme
     from bioimageio.spec import load_description
 
     kwargs = load_description(package).weights.pytorch_state_dict.architecture.kwargs

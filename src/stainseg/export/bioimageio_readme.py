@@ -131,6 +131,11 @@ def readme_text(model: Any, name: str, n_params: int, normalization: dict[str, A
                     f"a smooth spline background fitted to it (`stainseg.preprocess.correct_plane`, grid {pre.spline_grid}, "
                     f"{pre.spline_iterations} iterations). The test input of this package is the image after that step."
                     if spline else "The model takes its input planes as they are (no illumination correction).")
+    f = pre.downsample
+    scale = (f" The wrapper then averages {f} x {f} blocks (the model's working scale, `preprocessing.downsample`) and "
+             f"repeats its probabilities back over them, so y and x must be multiples of {2 ** model.network_config.depth * f}."
+             if f > 1 else "")
+    at_scale = f" at 1/{f} of the resolution" if f > 1 else ""
     title = f"{objects} network of a cells model" if grown else objects
     whose = (" It is the network of a stainseg model of whole cells, which grows the nuclei into cells outside this "
              "package (see [Cells](#cells-are-grown-from-the-nuclei-in-stainseg-not-in-this-package))." if grown else "")
@@ -151,12 +156,12 @@ One tensor `raw` (batch, channel, y, x), channels in this order: **{channels}**.
 weights (both formats). Any intensity scale works. The whole image is one sample: percentiles and
 medians are taken over what the network sees, so predict whole fields rather than small blocks
 (stainseg takes them from a regular ~512 x 512 subsample; on fields over 1023 px a side the two
-agree to about 1e-3).
+agree to about 1e-3).{scale}
 
 ## Output
 One tensor `probabilities` (batch, channel, y, x) of softmax class probabilities of **{objects}**, channels **{classes}**.
 stainseg turns them into {objects} instances with `stainseg.segment.instances.probability_to_labels`
-(threshold {s.threshold}, minimum size {s.min_size} px, dilation {model.dilation}){', then into cells (below)' if grown else ''}:
+(threshold {s.threshold}, minimum size {s.min_size} px, dilation {model.dilation}{at_scale}){', then into cells (below)' if grown else ''}:
 `stainseg segment MODEL IMAGE -o OUT` does all of it, tiled ({s.tile_size} px tiles, {'two passes' if s.two_pass else 'one pass'}) for large images.
 {cells_text(model)}
 ## Weights
