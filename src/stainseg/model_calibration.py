@@ -132,11 +132,14 @@ def calibrate_model(model: Any, images: Sequence[Any], labels: Sequence[np.ndarr
     """
     from stainseg.segment.derive import SMOOTHING_FACTORS, calibrate, derived_settings, object_statistics
 
+    empty = StainsegError("the calibration labels hold no objects; give images with objects in them")
+    if not any(np.asarray(lab).any() for lab in labels):
+        raise empty  # before any inference
     probs = [model.predict_prepared(np.asarray(im, np.float32) if prepared else model.prepare(im))[0] for im in images]
     labels = [_at_working_scale(np.asarray(lab), prob.shape[1:], model.preprocessing.downsample) for lab, prob in zip(labels, probs)]
     stats = statistics or object_statistics(labels)
     if not stats.get("objects") or not any(lab.any() for lab in labels):
-        raise StainsegError("the calibration labels hold no objects; give images with objects in them")
+        raise empty
     if foreground_factor is None and isinstance(model.info.get("foreground_factor"), (int, float)):
         foreground_factor = float(model.info["foreground_factor"])
     base = derived_settings(stats, foreground_factor)
