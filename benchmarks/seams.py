@@ -5,7 +5,9 @@ two label images are compared: F1 at IoU 0.5, pooled over all given images. The 
 the original moved down and right on a canvas grown by (dy, dx) (mirror-filled), so every cell is
 in both images with the same surroundings; only the tile borders (and the network's 8-px pooling
 grid) fall elsewhere. Objects that touch the image border in either segmentation are left out
-of both.
+of both. A model with a working scale (``downsample = f > 1``) is moved by (dy, dx) px of the input,
+not of the working scale: the image is prepared at full resolution, moved, then reduced, and its
+objects are drawn at full resolution (``stainseg.segment.upscale``), as ``Model.segment`` gives them.
 
 The F1 is pooled over all images (every object of every image counts once), then given per image.
 Rows: the default two-pass tiling; single-pass tiling; two-pass with the second pass shifted by
@@ -22,6 +24,7 @@ this script: there, cells near the cut lose the context on one side.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -30,8 +33,10 @@ import numpy as np
 from stainseg.evaluate.matching import overlap_table
 from stainseg.io.images import read_image
 from stainseg.model import Model
-from stainseg.segment.instances import probability_to_labels
+from stainseg.preprocess import prepare
+from stainseg.scale import downsample_planes
 from stainseg.segment.tiling import predict_overlap, predict_tiled
+from stainseg.segment.upscale import instance_labels
 
 MODES = ("two-pass", "single-pass", "two-pass, offset t/2 + 4", "whole image")
 # ``tiling = "overlap"`` (stainseg's default) with tiles small enough that a BBBC039 field (520 x 696) is cut:
@@ -75,8 +80,11 @@ def main() -> int:
     predictor = model.predictor()
     dy, dx = args.shift
     t = model.segment_settings.tile_size
+    factor = int(model.preprocessing.downsample)
+    full_resolution = dataclasses.replace(model.preprocessing, downsample=1)
 
-    def labels(img: np.ndarray, mode: str) -> np.ndarray:
+    def labels(full: np.ndarray, mode: str) -> np.ndarray:
+        img = downsample_planes(full, factor)
         if mode == "whole image":
             prob = predictor(img[None])[0]
         elif mode in OVERLAP_MODES:
@@ -87,14 +95,14 @@ def main() -> int:
                                     uncertainty=False, offset=t // 2 + 4)
         else:
             prob, _ = model.predict_prepared(img, tiling="tiles", two_pass=mode != "single-pass")
-        return probability_to_labels(prob, **model.instance_options())
+        return instance_labels(prob, model.instance_options(), factor, full.shape)
 
     modes = MODES + tuple(OVERLAP_MODES)
     counts = {mode: np.zeros(3, int) for mode in modes}
     per_image: dict[str, list[float]] = {mode: [] for mode in modes}
     start = time.perf_counter()
     for path in args.images:
-        x = model.prepare(read_image(path), path)
+        x = prepare(model.arrange(read_image(path), path), full_resolution)
         if args.crop:
             moved, undo = x[:, dy:, dx:], (slice(dy, None), slice(dx, None))
         else:
@@ -107,7 +115,8 @@ def main() -> int:
             counts[mode] += (tp, fp, fn)
             per_image[mode].append(2 * tp / max(2 * tp + fp + fn, 1))
     how = "cropped by" if args.crop else "moved by"
-    print(f"{len(args.images)} images {how} ({dy}, {dx}) px, tiles {t}, {predictor.describe()}; {time.perf_counter() - start:.0f} s")
+    scale = f", working scale 1/{factor}" if factor > 1 else ""
+    print(f"{len(args.images)} images {how} ({dy}, {dx}) px{scale}, tiles {t}, {predictor.describe()}; {time.perf_counter() - start:.0f} s")
     for mode, (tp, fp, fn) in counts.items():
         f1 = 2 * tp / max(2 * tp + fp + fn, 1)
         each = np.asarray(per_image[mode])

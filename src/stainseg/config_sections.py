@@ -237,8 +237,8 @@ class PreprocessConfig:
     images. All three are relative to the image's median level, so a dimmer exposure is prepared the same
     (docs/how-it-works.md)."""
     downsample: Union[int, Literal["auto"]] = 1
-    """Working scale: the network sees the images reduced by this integer factor (block means) and its labels are
-    repeated back to full size; inference costs about ``1 / f**2``. ``"auto"``: the largest factor that keeps the
+    """Working scale: the network sees the images reduced by this integer factor (block means) and its objects are
+    drawn back at full size (:mod:`stainseg.segment.upscale`); inference costs about ``1 / f**2``. ``"auto"``: the largest factor that keeps the
     median diameter of the training objects at 14 px or more (:mod:`stainseg.scale`); 1 (default): full resolution
     (the paper). ``"auto"`` is faster at the same accuracy on some real sets and lower on others (docs/results.md)."""
 

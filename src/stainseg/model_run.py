@@ -67,9 +67,9 @@ def probability_of(model: Any, raw: Any, **overrides: Any) -> np.ndarray:
     stack = model.arrange(raw)
     prob = model.predict_prepared(prepare(stack, model.preprocessing), **overrides)[0]
     if model.preprocessing.downsample > 1:  # a model that works at 1 / f: back to the input's size
-        from stainseg.scale import upsample
+        from stainseg.scale import upsample_linear
 
-        prob = upsample(prob, model.preprocessing.downsample, stack.shape)
+        prob = upsample_linear(prob, model.preprocessing.downsample, stack.shape)
     return prob
 
 
@@ -115,8 +115,9 @@ def run_model(model: Any, raw: Any, where: str | Path | None = None, progress: O
               check: bool = True, flags: Optional[list[Any]] = None, **overrides: Any) -> dict[str, Any]:
     """Segment raw planes with ``model`` and return everything: ``labels``, ``probability``, ``uncertainty``, ``timings``, ``flags``.
 
-    A model that works at a reduced scale (``model.preprocessing.downsample``) segments there, and its
-    labels, probabilities and uncertainty are repeated back to the input's size (:mod:`stainseg.scale`).
+    A model that works at a reduced scale (``model.preprocessing.downsample``) finds its objects there
+    and draws their outlines at the input's size (:mod:`stainseg.segment.upscale`); its probabilities
+    and uncertainty are interpolated back bilinearly (:func:`stainseg.scale.upsample_linear`).
 
     A model of cells grown from nuclei (``model.cell_extent``) segments the nuclei with the network
     (returned as ``nuclei``; ``probability`` is theirs), then grows each into its cell over the
@@ -190,13 +191,16 @@ def run_model(model: Any, raw: Any, where: str | Path | None = None, progress: O
     prob, unc = model.predict_prepared(x, uncertainty=True, progress=progress, **overrides)
     del x
     t2 = time.perf_counter()
-    labels = probability_to_labels(prob, **model.instance_options(**overrides))
     factor = model.preprocessing.downsample
-    if factor > 1:  # a model that works at 1 / f: every output back at the input's size (stainseg.scale)
-        from stainseg.scale import upsample
+    if factor > 1:  # a model that works at 1 / f: objects drawn and maps interpolated at the input's size
+        from stainseg.scale import upsample_linear
+        from stainseg.segment.upscale import instance_labels
 
-        labels, prob = upsample(labels, factor, stack.shape), upsample(prob, factor, stack.shape)
-        unc = None if unc is None else upsample(unc, factor, stack.shape)
+        labels = instance_labels(prob, model.instance_options(**overrides), factor, stack.shape)
+        prob = upsample_linear(prob, factor, stack.shape)
+        unc = None if unc is None else upsample_linear(unc, factor, stack.shape)
+    else:
+        labels = probability_to_labels(prob, **model.instance_options(**overrides))
     nuclei = None
     if model.cell_extent is not None:
         nuclei = labels

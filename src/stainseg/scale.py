@@ -15,8 +15,9 @@ contrast and lowered it by 3.6 points for HeLa cells grown from nuclei on two se
   at ``1 / f`` of the resolution, so inference costs about ``1 / f**2``.
 - Training labels are sampled once per block (:func:`downsample_labels`), so the labels and the
   block means cover the same pixels.
-- The labels and probabilities of a segmentation are repeated back to the input's pixels
-  (:func:`upsample`); every output keeps the input's shape.
+- The probabilities of a segmentation are interpolated back to the input's pixels (:func:`upsample_linear`),
+  and its objects are drawn there along them (:mod:`stainseg.segment.upscale`); every output keeps the
+  input's shape.
 
 Sides that are not a multiple of ``f`` are padded by repeating the edge, and the padding is cut
 off again by :func:`upsample`.
@@ -29,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["working_downsample", "downsample_planes", "downsample_labels", "upsample", "working_shape",
+__all__ = ["working_downsample", "downsample_planes", "downsample_labels", "upsample", "upsample_linear", "working_shape",
            "MIN_WORKING_DIAMETER", "MAX_DOWNSAMPLE"]
 
 #: ``downsample = "auto"`` keeps the median object diameter at this many px or more at the working scale
@@ -125,4 +126,50 @@ def upsample(array: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndarr
     if (array.shape[-2], array.shape[-1]) != working_shape((height, width), factor):
         raise ValueError(f"an array of shape {array.shape} is not a {height} x {width} image at 1/{factor}")
     out = np.repeat(np.repeat(array, factor, axis=-2), factor, axis=-1)
+    return np.ascontiguousarray(out[..., :height, :width])
+
+
+def _linear_axis(a: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """``a`` ``factor`` times longer along ``axis`` (< 0): linear between block centres, the edge values held."""
+    def at(index: slice | int) -> tuple:
+        return (Ellipsis, index) + (slice(None),) * (-1 - axis)
+
+    shape = list(a.shape)
+    shape[axis] *= factor
+    out = np.empty(shape, np.float32)
+    for p in range(factor):
+        d = (p + 0.5) / factor - 0.5  # where the new pixel's centre lies, in old pixels from the old centre
+        w = np.float32(abs(d))
+        target = out[at(slice(p, None, factor))]
+        np.multiply(a, np.float32(1.0) - w, out=target)
+        if d < 0:  # between the previous centre and this one (the first pixel holds the edge value)
+            target[at(slice(1, None))] += w * a[at(slice(None, -1))]
+            target[at(0)] += w * a[at(0)]
+        else:
+            target[at(slice(None, -1))] += w * a[at(slice(1, None))]
+            target[at(-1)] += w * a[at(-1)]
+    return out
+
+
+def upsample_linear(array: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndarray:
+    """``(..., y, x)`` float maps at the working scale back to the input's (Y, X) ``shape`` by bilinear interpolation.
+
+    Each working pixel is the mean of an ``f x f`` block, so its value sits at the block's centre;
+    the full-resolution pixels in between are interpolated linearly (the edge values are held). This
+    is ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``. Probabilities
+    come back smooth instead of in ``f x f`` steps, and a threshold on them gives outlines at
+    full resolution (:func:`stainseg.segment.upscale.refine_labels`).
+
+    Examples
+    --------
+    >>> upsample_linear(np.array([[0.0, 1.0]], np.float32), 2, (2, 4))
+    array([[0.  , 0.25, 0.75, 1.  ],
+           [0.  , 0.25, 0.75, 1.  ]], dtype=float32)
+    """
+    if factor == 1:
+        return array
+    height, width = int(shape[-2]), int(shape[-1])
+    if (array.shape[-2], array.shape[-1]) != working_shape((height, width), factor):
+        raise ValueError(f"an array of shape {array.shape} is not a {height} x {width} image at 1/{factor}")
+    out = _linear_axis(_linear_axis(np.asarray(array, np.float32), factor, -2), factor, -1)
     return np.ascontiguousarray(out[..., :height, :width])

@@ -124,7 +124,7 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
     from stainseg.model import Model
     from stainseg.network import count_parameters
     from stainseg.preprocess import correct_plane
-    from stainseg.segment.instances import probability_to_labels
+    from stainseg.segment.upscale import instance_labels
 
     model_dir, out_zip = Path(model_dir), Path(out_zip)
     model = Model.load(model_dir, device="cpu")
@@ -157,11 +157,11 @@ def export_bioimageio(model_dir: str | Path, out_zip: str | Path, sample: str | 
     network = model.network.float().eval()
     with torch.inference_mode():  # the expected output: stainseg's own preparation and network, whole crop in one pass
         test_output = torch.softmax(network(torch.from_numpy(prepared)[None]).float(), dim=1).numpy().astype(np.float32)
-    labels = probability_to_labels(test_output[0], **model.instance_options())
+    labels = instance_labels(test_output[0], model.instance_options(), factor, raw.shape)
     if factor > 1:
-        from stainseg.scale import upsample
+        from stainseg.scale import upsample_linear
 
-        test_output, labels = upsample(test_output, factor, raw.shape), upsample(labels, factor, raw.shape)
+        test_output = upsample_linear(test_output, factor, raw.shape)
 
     norm = normalization_kwargs(model.preprocessing, n_in)
     wrapped = wrap_network(model)

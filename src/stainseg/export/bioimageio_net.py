@@ -108,13 +108,14 @@ class BioimageioStainNet(nn.Module):
         """Probabilities (N, K, Y, X) from a (N, C, Y, X) illumination-corrected input (any intensity scale).
 
         A model with a working scale (``downsample = f > 1``) averages ``f x f`` blocks after the
-        normalisation and repeats its probabilities back over them (Y and X multiples of ``f``)."""
+        normalisation and interpolates its probabilities back bilinearly between the block centres
+        (:func:`stainseg.scale.upsample_linear`; Y and X multiples of ``f``)."""
         y = self.normalize(x.float())
         if self.downsample > 1:
             y = torch.nn.functional.avg_pool2d(y, self.downsample)
         p = torch.softmax(self.net(y).float(), dim=1)
         if self.downsample > 1:
-            p = torch.nn.functional.interpolate(p, scale_factor=float(self.downsample), mode="nearest")
+            p = torch.nn.functional.interpolate(p, scale_factor=float(self.downsample), mode="bilinear", align_corners=False)
         return p
 
 

@@ -133,7 +133,7 @@ def readme_text(model: Any, name: str, n_params: int, normalization: dict[str, A
                     if spline else "The model takes its input planes as they are (no illumination correction).")
     f = pre.downsample
     scale = (f" The wrapper then averages {f} x {f} blocks (the model's working scale, `preprocessing.downsample`) and "
-             f"repeats its probabilities back over them, so y and x must be multiples of {2 ** model.network_config.depth * f}."
+             f"interpolates its probabilities back bilinearly, so y and x must be multiples of {2 ** model.network_config.depth * f}."
              if f > 1 else "")
     at_scale = f" at 1/{f} of the resolution" if f > 1 else ""
     title = f"{objects} network of a cells model" if grown else objects

@@ -29,8 +29,9 @@ Steps, each holding a band of rows (never a whole plane) in memory:
 Quality flags come from a central crop of at most :data:`CHECK_CROP` px a side (image checks) and
 the labels of that crop (object checks). A model of cells grown from nuclei is not supported here.
 A model with a working scale (``preprocessing.downsample = f > 1``) runs steps 2 and 3 on the
-prepared rows reduced by block means (:class:`stainseg.segment.band_scale.ScaledRows`) and writes
-its labels, and any kept probability or uncertainty map, back at the input's size.
+prepared rows reduced by block means (:class:`stainseg.segment.band_scale.ScaledRows`), draws its
+objects at the input's size (:func:`stainseg.segment.band_scale.refine_rows`) and interpolates any
+kept probability or uncertainty map back to it.
 
 Examples
 --------
@@ -61,7 +62,7 @@ from stainseg.io.atomic import staged_dir
 from stainseg.segment.band_inference import predict_overlap_rows
 from stainseg.segment.band_objects import object_table, whole_map_options
 from stainseg.segment.band_prepare import BAND_ROWS, PreparedRows, prepare_rows
-from stainseg.segment.band_scale import ScaledRows, upsample_rows
+from stainseg.segment.band_scale import ScaledRows, refine_rows, upsample_linear_rows
 from stainseg.segment.rows import ImageRows, is_zarr, open_rows
 
 __all__ = ["segment_blockwise", "BlockwiseResult", "predict_overlap_rows", "whole_map_options", "object_table",
@@ -309,11 +310,11 @@ def segment_blockwise(model: Any, image: Any, out: str | Path, name: Optional[st
                     return 0
                 if factor == 1:
                     return labels_blockwise(prob, level0, band, margin, **options)
-                with _temporary_dir(out / f".{name}.labels.zarr") as small_dir:  # labels at the working scale, then repeated
+                with _temporary_dir(out / f".{name}.labels.zarr") as small_dir:  # objects at the working scale, drawn at full size
                     small = _zarr_array(small_dir, prob.shape[1:], "u4", (min(prob.shape[1], LABEL_CHUNK), min(prob.shape[2], LABEL_CHUNK)))
-                    count = labels_blockwise(prob, small, band, margin, **options)
-                    upsample_rows(small, level0, factor, band)
-                return count
+                    count = labels_blockwise(prob, small, band, margin, **{**options, "dilation": 1})
+                    return refine_rows(small, prob, level0, factor, count, options["threshold"], options["dilation"],
+                                       options.get("smoothing"), band)
 
             with staged_dir(labels_path) as tmp:
                 import zarr
@@ -351,10 +352,10 @@ def _temporary_dir(path: Path) -> Iterator[Path]:
 
 
 def _full_size(small: Any, folder: Path, shape: tuple[int, int], factor: int, band: int) -> Any:
-    """A zarr array in ``folder`` holding working-scale ``small`` (..., y, x) at the input's (Y, X) ``shape``."""
+    """A zarr array in ``folder`` holding working-scale ``small`` (..., y, x) at the input's (Y, X) ``shape`` (bilinear)."""
     full = tuple(small.shape[:-2]) + shape
     big = _zarr_array(folder, full, "f4", tuple(small.shape[:-2]) + (min(shape[0], 256), min(shape[1], 4 * LABEL_CHUNK)))
-    upsample_rows(small, big, factor, band)
+    upsample_linear_rows(small, big, factor, band)
     return big
 
 
