@@ -177,9 +177,9 @@ def test_segment_widget_adds_labels_layer_from_worker(make_viewer, model_dir, qt
     ticks = []
     worker = widget.run()
     worker.yielded.connect(ticks.append)
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
-    qtbot.waitUntil(lambda: "DNA stainseg" in [layer.name for layer in viewer.layers], timeout=5_000)
+    # wait for the outcome, not for the finished signal: a worker may finish before a wait is connected
+    qtbot.waitUntil(lambda: "DNA stainseg" in [layer.name for layer in viewer.layers], timeout=60_000)
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5_000)
     layer = viewer.layers["DNA stainseg"]
     assert isinstance(layer, _need_napari().layers.Labels) and layer.data.shape == image.shape
     np.testing.assert_array_equal(layer.data, segment_layers(model_dir, [image], tile_size=64))
@@ -195,10 +195,10 @@ def test_segment_widget_reports_bad_model_in_status(make_viewer, tmp_path, qtbot
     widget = SegmentWidget(viewer)
     widget.model_dir.value = str(tmp_path)
     widget.images.value = [viewer.layers["BF"]]
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=30_000):
-        pass
-    assert "missing from the model folder" in widget.status.value
+    assert widget.run() is not None
+    # a missing model fails at once, often before a wait on the finished signal could be connected
+    qtbot.waitUntil(lambda: "missing from the model folder" in widget.status.value, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5_000)
     assert len(viewer.layers) == 1
 
 
