@@ -158,7 +158,7 @@ def run_model(model: Any, raw: Any, where: str | Path | None = None, progress: O
     ((32, 40), ['blank'])
     """
     from stainseg.quality import FLAG_MEANINGS, Flag, is_blank
-    from stainseg.segment.instances import probability_to_labels
+    from stainseg.segment.upscale import instance_labels
 
     settings = run_settings(model.segment_settings, overrides)
     stack = model.arrange(raw, where)
@@ -192,15 +192,12 @@ def run_model(model: Any, raw: Any, where: str | Path | None = None, progress: O
     del x
     t2 = time.perf_counter()
     factor = model.preprocessing.downsample
-    if factor > 1:  # a model that works at 1 / f: objects drawn and maps interpolated at the input's size
+    labels = instance_labels(prob, model.instance_options(**overrides), factor, stack.shape)
+    if factor > 1:  # a model that works at 1 / f: its objects were drawn, its maps are interpolated at the input's size
         from stainseg.scale import upsample_linear
-        from stainseg.segment.upscale import instance_labels
 
-        labels = instance_labels(prob, model.instance_options(**overrides), factor, stack.shape)
         prob = upsample_linear(prob, factor, stack.shape)
         unc = None if unc is None else upsample_linear(unc, factor, stack.shape)
-    else:
-        labels = probability_to_labels(prob, **model.instance_options(**overrides))
     nuclei = None
     if model.cell_extent is not None:
         nuclei = labels

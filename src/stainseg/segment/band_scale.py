@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from stainseg.scale import downsample_planes, upsample_linear, working_shape
+from stainseg.segment.band_objects import bands
 from stainseg.segment.band_prepare import read_row_slice
 from stainseg.segment.upscale import foreground_of, refine_halo, refine_labels
 
@@ -55,12 +56,6 @@ class ScaledRows:
         return read_row_slice(self, key)
 
 
-def _bands(small_height: int, band: int, halo: int):
-    for y0 in range(0, small_height, band):
-        y1 = min(y0 + band, small_height)
-        yield y0, y1, max(0, y0 - halo), min(small_height, y1 + halo)
-
-
 def _core(full: np.ndarray, y0: int, y1: int, e0: int, factor: int, height: int) -> np.ndarray:
     """The full-resolution rows of working rows ``[y0, y1)`` out of a band computed from working row ``e0``."""
     top = (y0 - e0) * factor
@@ -83,7 +78,7 @@ def upsample_linear_rows(small: Any, out: Any, factor: int, band: int) -> None:
     """
     f = int(factor)
     height, width = int(out.shape[-2]), int(out.shape[-1])
-    for y0, y1, e0, e1 in _bands(int(small.shape[-2]), band, 1):
+    for y0, y1, e0, e1 in bands(int(small.shape[-2]), band, 1):
         full = upsample_linear(np.asarray(small[..., e0:e1, :], np.float32), f, (min(e1 * f, height) - e0 * f, width))
         out[..., y0 * f:min(y1 * f, height), :] = _core(full, y0, y1, e0, f, height)
 
@@ -126,7 +121,7 @@ def refine_rows(small: Any, prob: Any, out: Any, factor: int, objects: int, thre
     f = int(factor)
     height, width = int(out.shape[-2]), int(out.shape[-1])
     present = np.zeros(int(objects) + 1, bool)
-    for y0, y1, e0, e1 in _bands(int(small.shape[-2]), band, refine_halo(dilation, smoothing)):
+    for y0, y1, e0, e1 in bands(int(small.shape[-2]), band, refine_halo(dilation, smoothing)):
         labels = np.asarray(small[e0:e1])
         foreground = foreground_of(np.asarray(prob[:, e0:e1], np.float32), smoothing)
         full = refine_labels(labels, foreground, f, (min(e1 * f, height) - e0 * f, width), threshold, dilation, relabel=False)

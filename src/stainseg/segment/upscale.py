@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from stainseg.scale import upsample, upsample_linear
-from stainseg.segment.instances import dilate_labels, probability_to_labels, smooth_probability
+from stainseg.segment.instances import _relabel_sizes, dilate_labels, probability_to_labels, smooth_probability
 
 __all__ = ["instance_labels", "foreground_of", "refine_labels", "full_dilation", "refine_halo"]
 
@@ -118,12 +118,9 @@ def refine_labels(labels: np.ndarray, foreground: np.ndarray, factor: int, shape
     offered = upsample(dilate_labels(labels, 3), factor, (height, width))
     out = np.where(mask, offered, 0).astype(labels.dtype, copy=False)
     if relabel and labels.size:
-        n = int(labels.max())
-        present = np.bincount(out.ravel(), minlength=n + 1)[1:] > 0
-        if not present.all():
-            lut = np.zeros(n + 1, labels.dtype)
-            lut[1:][present] = np.arange(1, int(present.sum()) + 1, dtype=labels.dtype)
-            out = lut[out]
+        sizes = np.bincount(out.ravel(), minlength=int(labels.max()) + 1)
+        if not sizes[1:].all():  # an object vanished: number 1..n again
+            out, _ = _relabel_sizes(out, 1, sizes)
     return dilate_labels(out, full_dilation(dilation, factor))
 
 
@@ -143,6 +140,8 @@ def instance_labels(prob: np.ndarray, options: dict, factor: int, shape: tuple[i
     """
     if int(factor) == 1:
         return probability_to_labels(prob, **options)
+    if options.get("smoothing") and prob.shape[0] == 2:  # smoothed once, for the objects and their outlines
+        prob = smooth_probability(prob, float(options["smoothing"]))
+        options = {**options, "smoothing": None}
     labels = probability_to_labels(prob, **{**options, "dilation": 1})
-    foreground = foreground_of(prob, options.get("smoothing"))
-    return refine_labels(labels, foreground, factor, shape, float(options["threshold"]), int(options.get("dilation") or 1))
+    return refine_labels(labels, foreground_of(prob), factor, shape, float(options["threshold"]), int(options.get("dilation") or 1))
